@@ -1,0 +1,61 @@
+# refinery: `make shards` and `make test` set everything up on a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+IN ?= tests/data/sample
+OUT ?= data/shards
+CONFIG ?= infra/configs/sample.yaml
+SHARED ?= ../shared/data
+
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+
+.PHONY: setup shards test test-all lint format deploy sample clean help
+
+help:
+	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
+	@echo "make test     run the test suite"
+	@echo "make lint     ruff check and format check"
+	@echo "make deploy   register the Prefect deployments in infra/prefect.yaml"
+	@echo "make setup    create .venv with the pinned dependencies (done by shards/test when needed)"
+
+setup: $(STAMP)
+
+# Order matters: torch (CPU build) first so nothing pulls a CUDA one, then deepspeed built
+# against it without isolation, then the rest under the full set of constraints.
+$(STAMP): pyproject.toml infra/requirements.txt infra/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c infra/constraints.txt numpy ninja packaging psutil py-cpuinfo pydantic hjson
+	$(BIN)/pip install --quiet --no-build-isolation -c infra/constraints.txt deepspeed==0.19.8
+	$(BIN)/pip install --quiet -r infra/requirements.txt -c infra/constraints.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+shards: $(STAMP)
+	$(BIN)/refinery prepare --input $(IN) --output $(OUT) --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not gpu" --timeout 900
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+deploy: $(STAMP)
+	$(BIN)/prefect deploy --all --prefect-file infra/prefect.yaml
+
+# Rebuild the bundled sample corpus from the source data sets (not needed to use refinery).
+sample: $(STAMP)
+	$(BIN)/python tests/data/make_sample.py --shared $(SHARED) --out tests/data/sample
+
+clean:
+	rm -rf data/shards .pytest_cache

@@ -1,0 +1,101 @@
+"""The one typed config of a pipeline run, and how it is loaded.
+
+Sources, later overriding earlier: the defaults below, a YAML file (`infra/configs/*.yaml`),
+environment variables (`PIPE_MINHASH__THRESHOLD=0.7`: section and key joined by `__`), then
+`--set section.key=value` overrides. Values from the environment and `--set` are parsed as
+YAML, so `--set langid.allow='[en, zh]'` gives a list. Unknown keys and bad values fail before
+any work, with one line naming them.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tasks.exact_dedup import ExactDedupConfig
+from tasks.ingest import IngestConfig
+from tasks.langid import LangIdConfig
+from tasks.minhash_dedup import MinhashConfig
+from tasks.normalize import NormalizeConfig
+from tasks.quality import QualityConfig
+from tasks.write_shards import ShardsConfig
+
+ENV_PREFIX = "PIPE_"
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message is one line naming it."""
+
+
+class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
+    """Every stage's config, in pipeline order."""
+
+    ingest: IngestConfig = IngestConfig()
+    normalize: NormalizeConfig = NormalizeConfig()
+    exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    minhash: MinhashConfig = MinhashConfig()
+    langid: LangIdConfig = LangIdConfig()
+    quality: QualityConfig = QualityConfig()
+    shards: ShardsConfig = ShardsConfig()
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {dotted!r}: {key!r} is not a section")
+        tree = node
+    tree[leaf] = value
+
+
+def _parse_assignment(assignment: str) -> tuple[str, Any]:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({e.problem})") from e
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections")
+    return data
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key: {key}"
+    return f"invalid config value for {key}: {first['msg']} (got {first.get('input')!r})"
+
+
+def load_config(
+    path: Path | None = None, sets: list[str] = (), env: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Build the config from a YAML file, `PIPE_*` environment variables and `--set` pairs.
+
+    Raises:
+        ConfigError: naming the file, key or value that is wrong.
+    """
+    tree = _read_yaml(path) if path is not None else {}
+    for name, raw in sorted((env or {}).items()):
+        if name.startswith(ENV_PREFIX):
+            _set(tree, name[len(ENV_PREFIX) :].lower().replace("__", "."), yaml.safe_load(raw))
+    for assignment in sets:
+        _set(tree, *_parse_assignment(assignment))
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None

@@ -1,0 +1,123 @@
+"""The `prepare` flow: raw documents to Arrow shards, with every document accounted for.
+
+ingest -> normalize -> exact_dedup -> minhash -> langid -> quality -> shards. Each stage is
+mapped over the input partitions; the two dedup stages add a reduce over the whole run.
+"""
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFutureList
+from pydantic import BaseModel
+
+from flows.config import PipelineConfig
+from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
+from tasks.ingest import discover, ingest, plan_partitions
+from tasks.langid import langid
+from tasks.minhash_dedup import cluster_signatures, minhash_dedup, sign_partition
+from tasks.normalize import normalize
+from tasks.partition import StageDir, fingerprint
+from tasks.quality import quality
+from tasks.records import StageStats
+from tasks.write_shards import publish_ledger, write_run_manifest, write_shards
+
+
+class StageChain:
+    """The stages run so far: their work directories, stats and wall times."""
+
+    def __init__(self, work: Path) -> None:
+        self.work, self.dirs = work, []
+        self.stats: dict[str, tuple[StageStats, float]] = {}
+        self._started = 0.0
+
+    @property
+    def last(self) -> StageDir:
+        return self.dirs[-1]
+
+    def start(self, stage: str, config: BaseModel | dict[str, Any]) -> StageDir:
+        """Open the next stage's directory, fingerprinted by its config and upstream."""
+        cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+        upstream = self.last.fingerprint if self.dirs else ""
+        self.dirs.append(StageDir.of(self.work, stage, cfg, upstream))
+        self._started = time.perf_counter()
+        return self.last
+
+    def finish(self, futures: PrefectFutureList | StageStats) -> None:
+        """Merge a stage's partition stats and log its line."""
+        results = [futures] if isinstance(futures, StageStats) else futures.result()
+        stats = sum(results, StageStats(self.last.stage))
+        self.stats[self.last.stage] = (stats, time.perf_counter() - self._started)
+        get_run_logger().info(f"{stats.summary()} ({self.stats[self.last.stage][1]:.1f}s)")
+
+
+@flow(name="prepare")
+def prepare(inputs: list[str], output: str, config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
+    """Turn the documents under `inputs` into shards, a ledger and a manifest in `output`."""
+    cfg, out = config, Path(output)
+    files, ignored = discover(inputs)
+    parts = plan_partitions(files, cfg.ingest.partition_bytes)
+    names = [p.name for p in parts]
+    chain = StageChain(out / "work")
+
+    ingest_key = {"config": cfg.ingest.model_dump(mode="json"), "files": [asdict(f) for f in files]}
+    dst = chain.start("ingest", ingest_key)
+    chain.finish(ingest.map(parts, unmapped(dst), unmapped(cfg.ingest)))
+
+    src, dst = chain.last, chain.start("normalize", cfg.normalize)
+    chain.finish(normalize.map(names, unmapped(src), unmapped(dst), unmapped(cfg.normalize)))
+
+    if cfg.exact_dedup.enabled:
+        src, dst = chain.last, chain.start("exact_dedup", cfg.exact_dedup)
+        hash_partition.map(names, unmapped(src), unmapped(dst)).result()
+        group_duplicates(dst, names)
+        chain.finish(exact_dedup.map(names, unmapped(src), unmapped(dst)))
+
+    if cfg.minhash.enabled:
+        src, dst = chain.last, chain.start("minhash", cfg.minhash)
+        sign_partition.map(names, unmapped(src), unmapped(dst), unmapped(cfg.minhash)).result()
+        cluster_signatures(dst, names, cfg.minhash)
+        chain.finish(minhash_dedup.map(names, unmapped(src), unmapped(dst)))
+
+    if cfg.langid.enabled:
+        src, dst = chain.last, chain.start("langid", cfg.langid)
+        chain.finish(langid.map(names, unmapped(src), unmapped(dst), unmapped(cfg.langid)))
+
+    if cfg.quality.enabled:
+        src, dst = chain.last, chain.start("quality", cfg.quality)
+        chain.finish(quality.map(names, unmapped(src), unmapped(dst), unmapped(cfg.quality)))
+
+    removers = list(chain.dirs)
+    run_id = fingerprint("shards", cfg.shards.model_dump(mode="json"), chain.last.fingerprint)
+    src = chain.last
+    chain.start("shards", cfg.shards)
+    shards, stats = write_shards(src, names, out, cfg.shards, run_id)
+    chain.finish(stats)
+    publish_ledger(removers, names, out)
+    inputs_info = {"uris": inputs, "files": len(files), "bytes": sum(f.size for f in files),
+                   "partitions": len(parts), "ignored": ignored}
+    manifest = write_run_manifest(
+        out, run_id, cfg.model_dump(mode="json"), inputs_info, shards, chain.stats
+    )
+    publish_summary(manifest, out)
+    return manifest
+
+
+def publish_summary(manifest: dict[str, Any], out: Path) -> None:
+    """Show the per-stage counts and totals in the Prefect UI."""
+    rows = [
+        {"stage": name, "in": s["in"], "kept": s["kept"], "dropped": sum(s["dropped"].values()),
+         "quarantined": s["quarantined"], "seconds": s["seconds"]}
+        for name, s in manifest["stages"].items()
+    ]
+    create_table_artifact(key="prepare-stages", table=rows, description="Documents per stage")
+    t = manifest["totals"]
+    create_markdown_artifact(
+        key="prepare-summary",
+        markdown=f"**{t['kept']}** of {t['documents']} documents kept in "
+        f"{len(manifest['shards'])} shards at `{out}`; {t['dropped']} dropped, "
+        f"{t['quarantined']} quarantined (see `{out / 'ledger'}`).",
+    )

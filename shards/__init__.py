@@ -1,0 +1,1 @@
+"""The on-disk format: Arrow IPC shards, their schema, writer, reader and manifest."""

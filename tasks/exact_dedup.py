@@ -1,0 +1,71 @@
+"""Exact dedup: drop documents whose normalized text another document already has.
+
+In: doc_id, text. Out: the same rows, less exact duplicates (dropped with `duplicate_of`).
+Runs as map (hash each partition), reduce (group the hashes of the whole run) and map (drop):
+no step holds more than one partition's text. Of each group the smallest doc_id is kept, so
+the answer does not depend on partitioning or input order.
+"""
+
+import polars as pl
+import xxhash
+from prefect import task
+from pydantic import BaseModel
+
+from shards.reader import read_frame
+from shards.schema import DOC_ID, TEXT
+from shards.writer import write_table
+from tasks.partition import StageDir, run_partition
+from tasks.records import StageStats, drop_duplicates
+
+STAGE = "exact_dedup"
+
+
+class ExactDedupConfig(BaseModel, frozen=True, extra="forbid"):
+    enabled: bool = True
+
+
+DUPLICATE = "exact_dedup_duplicate"
+
+
+def content_keys(df: pl.DataFrame) -> pl.DataFrame:
+    """Per row: doc_id and a 128-bit hash of its text."""
+    digests = [xxhash.xxh3_128_digest(t.encode()) for t in df[TEXT]]
+    return df.select(DOC_ID).with_columns(digest=pl.Series(digests, dtype=pl.Binary))
+
+
+def find_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
+    """Rows that repeat an earlier text.
+
+    Args:
+        keys: `part`, `row`, doc_id and `digest` of every document of the run.
+
+    Returns:
+        `part`, `row` and `duplicate_of` (the kept doc_id) for every row to drop.
+    """
+    ordered = keys.sort(DOC_ID, "part", "row")
+    return (
+        ordered.with_columns(duplicate_of=pl.col(DOC_ID).first().over("digest"))
+        .filter(pl.int_range(pl.len()).over("digest") > 0)
+        .select("part", pl.col("row").cast(pl.UInt32), "duplicate_of")
+    )
+
+
+@task(name="exact_dedup_keys")
+def hash_partition(part: str, src: StageDir, out: StageDir) -> None:
+    """Write the content keys of one partition."""
+    if not out.keys(part).exists():
+        write_table(content_keys(read_frame(src.kept(part), [DOC_ID, TEXT])).to_arrow(), out.keys(part))
+
+
+@task(name="exact_dedup_group")
+def group_duplicates(out: StageDir, parts: list[str]) -> None:
+    """Find the duplicates of the whole run (once; kept as `duplicates.arrow`)."""
+    if not out.duplicates.exists():
+        write_table(find_duplicates(out.all_keys(parts)).to_arrow(), out.duplicates)
+
+
+@task(name="exact_dedup")
+def exact_dedup(part: str, src: StageDir, out: StageDir) -> StageStats:
+    """Drop the duplicates found in one partition."""
+    dups = read_frame(out.duplicates).filter(pl.col("part") == part).drop("part")
+    return run_partition(src, out, part, lambda df: drop_duplicates(df, dups, STAGE, DUPLICATE))

@@ -1,0 +1,284 @@
+"""Ingest: read raw inputs into documents.
+
+In: input URIs (local paths, directories, globs, or any fsspec URL) of JSONL (.jsonl, .jsonl.gz,
+.jsonl.zst), Parquet, plain text (.txt, .txt.gz) and WARC/WET (.warc, .warc.gz, .wet.gz).
+Out: doc_id, source, url, title, text, raw. `text` is null and `raw` holds the bytes when a
+record is not valid UTF-8 (normalize decodes or quarantines it). `source` is `<uri>:<offset>`,
+the offset being the line (JSONL), row (Parquet) or byte position (WARC) of the record.
+"""
+
+import json
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import fsspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from prefect import task
+from pydantic import BaseModel, Field
+
+from shards.schema import DOC_ID, DROPPED, QUARANTINED, SOURCE, TEXT, TITLE, URL
+from tasks.partition import StageDir
+from tasks.records import StageResult, StageStats, ledger_rows
+
+STAGE = "ingest"
+
+
+class IngestConfig(BaseModel, frozen=True, extra="forbid"):
+    """How inputs are read and grouped into partitions."""
+
+    text_field: str = "text"
+    id_field: str = "id"
+    partition_bytes: int = Field(64 << 20, gt=0, description="input bytes per partition")
+
+
+BAD_JSON = "ingest_bad_json"
+NOT_AN_OBJECT = "ingest_not_an_object"
+MISSING_TEXT = "ingest_missing_text"
+BAD_TEXT_TYPE = "ingest_bad_text_type"
+BAD_SCHEMA = "ingest_bad_schema"
+UNREADABLE = "ingest_unreadable"
+
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".jsonl.gz": "jsonl",
+    ".jsonl.zst": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".txt.gz": "text",
+    ".warc": "warc",
+    ".warc.gz": "warc",
+    ".wet": "warc",
+    ".wet.gz": "warc",
+}
+# Errors that end the reading of a file: what was read before stays, the rest is quarantined.
+READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, pa.ArrowException, RuntimeError)
+
+
+def format_of(path: str) -> str | None:
+    """The input format of `path` by its extension, or None if refinery cannot read it."""
+    name = path.lower()
+    return next((fmt for ext, fmt in FORMATS.items() if name.endswith(ext)), None)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file: its URI, a stable name for ids (relative to its input root), size."""
+
+    uri: str
+    name: str
+    size: int
+    version: str  # mtime or ETag: part of the ingest fingerprint, so changed files are re-read
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A group of input files read by one ingest task."""
+
+    name: str
+    files: tuple[InputFile, ...]
+
+
+def discover(uris: list[str]) -> tuple[list[InputFile], list[str]]:
+    """Expand input URIs (files, directories, globs) into readable files.
+
+    Returns:
+        The readable files, sorted by URI, and the URIs of files skipped for their extension.
+
+    Raises:
+        FileNotFoundError: naming the first input that matches nothing.
+    """
+    found: dict[str, InputFile] = {}
+    ignored: list[str] = []
+    for uri in uris:
+        fs, path = fsspec.core.url_to_fs(uri)
+        if any(c in path for c in "*?["):
+            paths = fs.glob(path)
+        elif fs.isdir(path):
+            paths = fs.find(path)
+        elif fs.exists(path):
+            paths = [path]
+        else:
+            paths = []
+        if not paths:
+            raise FileNotFoundError(f"input not found: {uri}")
+        root = path.rstrip("/").rsplit("/", 1)[0] if fs.isdir(path) else ""
+        for p in sorted(paths):
+            if format_of(p) is None:
+                ignored.append(fs.unstrip_protocol(p))
+                continue
+            info = fs.info(p)
+            version = str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or "")
+            name = p[len(root) + 1 :] if root and p.startswith(root + "/") else p.rsplit("/", 1)[-1]
+            full = fs.unstrip_protocol(p)
+            found[full] = InputFile(full, name, int(info.get("size") or 0), version)
+    return sorted(found.values(), key=lambda f: f.uri), ignored
+
+
+def plan_partitions(files: list[InputFile], partition_bytes: int) -> list[Partition]:
+    """Group files, in order, into partitions of about `partition_bytes` input bytes."""
+    groups: list[list[InputFile]] = []
+    size = 0
+    for f in files:
+        if not groups or size + f.size > partition_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(f)
+        size += f.size
+    return [Partition(f"p{i:05d}", tuple(g)) for i, g in enumerate(groups)]
+
+
+def derived_id(name: str, offset: int) -> str:
+    """A stable doc_id for a record without one: a hash of its file name and offset."""
+    return xxhash.xxh3_64_hexdigest(f"{name}:{offset}".encode())
+
+
+def _row(f: InputFile, offset: int, **fields: Any) -> dict[str, Any]:
+    doc_id = fields.pop(DOC_ID, None)
+    return {
+        DOC_ID: str(doc_id) if doc_id is not None else derived_id(f.name, offset),
+        SOURCE: f"{f.uri}:{offset}",
+        **fields,
+    }
+
+
+def _text_fields(value: str) -> dict[str, Any]:
+    """`text` if `value` encodes as UTF-8; else its bytes as `raw`, for normalize to decode."""
+    try:
+        value.encode("utf-8")
+        return {TEXT: value}
+    except UnicodeEncodeError:
+        return {TEXT: None, "raw": value.encode("utf-8", "surrogateescape")}
+
+
+def _removed(kind: str, reason: str, detail: str) -> dict[str, Any]:
+    return {"_kind": kind, "_reason": reason, "_detail": detail}
+
+
+def _from_mapping(f: InputFile, offset: int, obj: Any, cfg: IngestConfig) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        return _row(f, offset, **_removed(QUARANTINED, NOT_AN_OBJECT, type(obj).__name__))
+    doc_id, text = obj.get(cfg.id_field), obj.get(cfg.text_field)
+    meta = {URL: obj.get("url"), TITLE: obj.get("title")}
+    meta = {k: v if isinstance(v, str) else None for k, v in meta.items()}
+    if text is None:
+        detail = f"no {cfg.text_field!r} field" if cfg.text_field not in obj else "text is null"
+        return _row(f, offset, doc_id=doc_id, **_removed(QUARANTINED, MISSING_TEXT, detail))
+    if not isinstance(text, str):
+        detail = f"text is {type(text).__name__}, not a string"
+        return _row(f, offset, doc_id=doc_id, **_removed(QUARANTINED, BAD_TEXT_TYPE, detail))
+    return _row(f, offset, doc_id=doc_id, **meta, **_text_fields(text))
+
+
+def iter_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a byte stream, read in chunks: works on every decompressor (zstd's has no
+    readline), and a stream that breaks off still yields every complete line before the break."""
+    pending = b""
+    while chunk := stream.read(chunk_size):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+def read_jsonl(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+    for lineno, line in enumerate(iter_lines(stream), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8", "surrogateescape"))
+        except (ValueError, RecursionError) as e:
+            yield _row(f, lineno, **_removed(QUARANTINED, BAD_JSON, f"{f.uri}:{lineno}: {e}"))
+            continue
+        yield _from_mapping(f, lineno, obj, cfg)
+
+
+def read_parquet(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+    pfile = pq.ParquetFile(stream)
+    if cfg.text_field not in pfile.schema_arrow.names:
+        detail = f"{f.uri}: no {cfg.text_field!r} column in {pfile.schema_arrow.names}"
+        yield _row(f, 0, **_removed(QUARANTINED, BAD_SCHEMA, detail))
+        return
+    offset = 0
+    for batch in pfile.iter_batches(batch_size=4096):
+        for obj in batch.to_pylist():
+            yield _from_mapping(f, offset, obj, cfg)
+            offset += 1
+
+
+def read_text(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+    data = stream.read()
+    try:
+        yield _row(f, 0, **{TEXT: data.decode("utf-8")})
+    except UnicodeDecodeError:
+        yield _row(f, 0, **{TEXT: None, "raw": data})
+
+
+def read_warc(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+    from tasks.warc import iter_warc
+
+    for offset, fields in iter_warc(stream):
+        if "_reason" in fields:
+            fields = {**fields, **_removed(DROPPED, fields["_reason"], fields["_detail"])}
+        yield _row(f, offset, **fields)
+
+
+READERS = {"jsonl": read_jsonl, "parquet": read_parquet, "text": read_text, "warc": read_warc}
+
+
+def read_file(f: InputFile, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+    """Yield one row per record of `f`; a read error quarantines the rest of the file."""
+    fmt = format_of(f.uri)
+    compression = None if fmt in ("parquet", "warc") else "infer"
+    offset = 0
+    try:
+        with fsspec.open(f.uri, "rb", compression=compression) as stream:
+            for offset, row in enumerate(READERS[fmt](f, stream, cfg), 1):  # noqa: B007
+                yield row
+    except READ_ERRORS as e:
+        detail = f"{f.uri}: {type(e).__name__}: {e} (after {offset} records)"
+        yield _row(f, -1 - offset, **_removed(QUARANTINED, UNREADABLE, detail))
+
+
+COLUMNS = {
+    DOC_ID: pl.String,
+    SOURCE: pl.String,
+    URL: pl.String,
+    TITLE: pl.String,
+    TEXT: pl.String,
+    "raw": pl.Binary,
+    "_kind": pl.String,
+    "_reason": pl.String,
+    "_detail": pl.String,
+}
+
+
+def read_partition(files: tuple[InputFile, ...], cfg: IngestConfig) -> StageResult:
+    """Read every record of `files` into kept documents and quarantined/dropped ledger rows."""
+    rows = [row for f in files for row in read_file(f, cfg)]
+    df = pl.DataFrame(rows, schema=COLUMNS, orient="row") if rows else pl.DataFrame(schema=COLUMNS)
+    bad = df.filter(pl.col("_reason").is_not_null())
+    return StageResult(
+        kept=df.filter(pl.col("_reason").is_null()).drop("_kind", "_reason", "_detail"),
+        removed=ledger_rows(bad, STAGE, pl.col("_kind"), pl.col("_reason"), pl.col("_detail")),
+    )
+
+
+@task(name="ingest")
+def ingest(part: Partition, out: StageDir, cfg: IngestConfig) -> StageStats:
+    """Read one partition of input files into `out`."""
+    if (stats := out.done(part.name)) is not None:
+        return stats
+    start = time.perf_counter()
+    result = read_partition(part.files, cfg)
+    n_in = result.kept.height + result.removed.height
+    seconds = time.perf_counter() - start
+    in_bytes = sum(f.size for f in part.files)
+    stats = result.stats(STAGE, n_in, in_bytes, seconds)
+    return out.save(part.name, result, stats)

@@ -1,0 +1,88 @@
+"""Normalize: decode, repair and tidy text.
+
+In: doc_id, text, raw (bytes when the record was not valid UTF-8). Out: the same rows with a
+clean `text` (no `raw`): bytes decoded with the fallback encodings, mojibake repaired with ftfy,
+Unicode NFC, control characters removed, runs of spaces folded, blank lines collapsed.
+Undecodable and empty records are quarantined. With `enabled: false` the text is only decoded
+and checked, not changed.
+"""
+
+import ftfy
+import polars as pl
+from prefect import task
+from pydantic import BaseModel
+
+from shards.schema import TEXT
+from tasks.partition import StageDir, run_partition
+from tasks.records import QUARANTINED, Rule, StageResult, StageStats, apply_rules
+
+STAGE = "normalize"
+
+
+class NormalizeConfig(BaseModel, frozen=True, extra="forbid"):
+    """Text clean-up switches."""
+
+    enabled: bool = True
+    fix_mojibake: bool = True
+    fallback_encodings: tuple[str, ...] = ("cp1252",)
+
+
+UNDECODABLE = "normalize_undecodable"
+EMPTY = "normalize_empty"
+
+# C0/C1 control characters except tab and newline, plus zero-width and BOM characters.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\ufeff]"
+
+
+def decode(raw: bytes | None, encodings: tuple[str, ...]) -> str | None:
+    """Decode bytes with the first fallback encoding that fits them, or None."""
+    for encoding in encodings:
+        try:
+            return raw.decode(encoding) if raw is not None else None
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _repair(text: str | None) -> str | None:
+    # ftfy also applies NFC; it is per string by nature, so this is the one per-row step.
+    return ftfy.fix_text(text) if text is not None else None
+
+
+def clean(texts: pl.Expr) -> pl.Expr:
+    """Polars expression: NFC, control characters, spaces and blank lines tidied."""
+    return (
+        texts.str.normalize("NFC")
+        .str.replace_all(r"\r\n?", "\n")
+        .str.replace_all(_CONTROL, "")
+        .str.replace_all(r"[^\S\n]+", " ")
+        .str.replace_all(r" ?\n ?", "\n")
+        .str.replace_all(r"\n{3,}", "\n\n")
+        .str.strip_chars()
+    )
+
+
+def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig) -> StageResult:
+    """Decode, repair and clean a batch; quarantine undecodable and empty records."""
+    undecoded = df[TEXT].is_null() & df["raw"].is_not_null()
+    decoded = [decode(r, cfg.fallback_encodings) for r in df.filter(undecoded)["raw"]]
+    text = df[TEXT].scatter(undecoded.arg_true(), pl.Series(decoded, dtype=pl.String))
+    if cfg.enabled and cfg.fix_mojibake:
+        text = text.map_elements(_repair, return_dtype=pl.String, skip_nulls=True)
+    out = df.with_columns(text.alias(TEXT))
+    if cfg.enabled:
+        out = out.with_columns(clean(pl.col(TEXT)))
+    tried = ", ".join(("utf-8", *cfg.fallback_encodings))
+    rules = [
+        Rule(UNDECODABLE, pl.col(TEXT).is_null(), pl.lit(f"not valid in {tried}"), QUARANTINED),
+        Rule(EMPTY, pl.col(TEXT).str.strip_chars() == "", pl.lit("no text left"), QUARANTINED),
+    ]
+    result = apply_rules(out, STAGE, rules)
+    return StageResult(result.kept.drop("raw"), result.removed)
+
+
+@task(name="normalize")
+def normalize(part: str, src: StageDir, out: StageDir, cfg: NormalizeConfig) -> StageStats:
+    """Normalize one partition of `src` into `out`."""
+    return run_partition(src, out, part, lambda df: normalize_batch(df, cfg))
+

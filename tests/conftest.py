@@ -1,0 +1,68 @@
+"""Shared fixtures: one temporary Prefect server per test session, and small corpora."""
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+
+DATA = Path(__file__).parent / "data"
+SAMPLE = DATA / "sample"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A temporary Prefect server shared by every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def write_jsonl(path: Path, rows: list[object], gz: bool = False) -> Path:
+    """Write rows (dicts, or raw strings for malformed lines) as JSON lines."""
+    lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows]
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def english(seed: int, words: int = 80) -> str:
+    """Deterministic English-like prose that passes the Gopher rules."""
+    vocab = (
+        "the river ran past the old mill and the children watched the water with quiet "
+        "interest while their parents talked about harvest prices weather roads markets "
+        "letters from cousins who had moved to the city to work in factories and shops"
+    ).split()
+    out = [vocab[(seed * 7 + i * (seed % 5 + 3)) % len(vocab)] for i in range(words)]
+    return " ".join(out).capitalize() + "."
+
+
+@pytest.fixture
+def mixed_corpus(tmp_path: Path) -> Path:
+    """Exact and near duplicates, empty, undecodable and unreadable records, in four files."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    wiki = [json.loads(line) for line in gzip.open(SAMPLE / "wiki.jsonl.gz", "rt")]
+    en = [r for r in wiki if r["id"].startswith("xquad-en")][:12]
+    docs = [{"id": r["id"], "text": r["text"]} for r in en]
+    docs.append({"id": "copy-0", "text": en[0]["text"]})  # exact duplicate
+    words = en[1]["text"].split()
+    words[len(words) // 2] = "remarkably"
+    docs.append({"id": "near-0", "text": " ".join(words)})  # near duplicate
+    docs.append({"id": "empty-0", "text": "   \n  "})
+    write_jsonl(root / "a.jsonl", docs)
+    (root / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me. ".encode("cp1252") * 30)
+    (root / "bad.txt").write_bytes(b"\x81\x8d\x8f\x90\x9d" * 10)  # undefined in cp1252 too
+    good = gzip.compress(
+        "\n".join(json.dumps({"id": f"gz-{i}", "text": english(i)}) for i in range(6)).encode(),
+        mtime=0,
+    )
+    (root / "cut.jsonl.gz").write_bytes(good[: len(good) * 2 // 3])  # truncated member
+    return root

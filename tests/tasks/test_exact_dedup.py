@@ -1,0 +1,29 @@
+import polars as pl
+
+from tasks.exact_dedup import DUPLICATE, content_keys, find_duplicates
+from tasks.records import drop_duplicates
+
+
+def keys_for(parts: dict[str, list[tuple[str, str]]]) -> pl.DataFrame:
+    frames = []
+    for part, docs in parts.items():
+        df = pl.DataFrame({"doc_id": [d for d, _ in docs], "text": [t for _, t in docs]})
+        frames.append(content_keys(df).with_row_index("row").with_columns(part=pl.lit(part)))
+    return pl.concat(frames)
+
+
+def test_keeps_smallest_doc_id_whatever_the_partitioning():
+    docs = [("c", "same"), ("a", "same"), ("b", "other"), ("d", "same")]
+    one = find_duplicates(keys_for({"p0": docs}))
+    split = find_duplicates(keys_for({"p0": docs[:2], "p1": docs[2:]}))
+    assert set(one["duplicate_of"]) == {"a"} and set(split["duplicate_of"]) == {"a"}
+    assert one.height == split.height == 2
+
+
+def test_drop_duplicates_records_duplicate_of():
+    df = pl.DataFrame({"doc_id": ["x", "y", "z"], "text": ["t", "t", "u"]})
+    dups = find_duplicates(keys_for({"p": list(zip(df["doc_id"], df["text"], strict=True))}))
+    result = drop_duplicates(df, dups.drop("part"), "exact_dedup", DUPLICATE)
+    assert result.kept["doc_id"].to_list() == ["x", "z"]
+    row = result.removed.row(0, named=True)
+    assert (row["doc_id"], row["reason"], row["detail"]) == ("y", DUPLICATE, "x")
