@@ -176,11 +176,12 @@ def _from_mapping(f: InputFile, offset: int, obj: Any, cfg: IngestConfig) -> dic
     return _row(f, offset, doc_id=doc_id, **meta, **_text_fields(text))
 
 
-def iter_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+def iter_lines(stream: BinaryIO, chunk_size: int = 1 << 16) -> Iterator[bytes]:
     """Lines of a byte stream, read in chunks: works on every decompressor (zstd's has no
     readline), and a stream that breaks off still yields every complete line before the break."""
+    read = getattr(stream, "read1", stream.read)  # read1: what is there now, not a full chunk
     pending = b""
-    while chunk := stream.read(chunk_size):
+    while chunk := read(chunk_size):
         *lines, pending = (pending + chunk).split(b"\n")
         yield from lines
     if pending:
