@@ -15,6 +15,7 @@ from prefect.futures import PrefectFutureList
 from pydantic import BaseModel
 
 from flows.config import PipelineConfig
+from shards.writer import remove_temp_files
 from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
 from tasks.ingest import discover, ingest, plan_partitions
 from tasks.langid import langid
@@ -58,6 +59,7 @@ class StageChain:
 def prepare(inputs: list[str], output: str, config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     """Turn the documents under `inputs` into shards, a ledger and a manifest in `output`."""
     cfg, out = config, Path(output)
+    remove_temp_files(out)  # what a killed run was writing; it is written again below
     files, ignored = discover(inputs)
     parts = plan_partitions(files, cfg.ingest.partition_bytes)
     names = [p.name for p in parts]

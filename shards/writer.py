@@ -31,6 +31,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_temp_files(root: Path) -> int:
+    """Delete the temporary files a killed run left under `root`; return how many."""
+    stale = [p for p in root.rglob(".*.tmp-*") if p.is_file()] if root.exists() else []
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
 def write_table(table: pa.Table, path: Path) -> None:
     """Write `table` to `path` as a zstd-compressed Arrow IPC file, atomically."""
     with atomic_path(path) as tmp, ipc.new_file(tmp, table.schema, options=_IPC_OPTIONS) as w:
