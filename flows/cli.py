@@ -1,8 +1,8 @@
 """The `refinery` command line.
 
-    refinery prepare --input URI... --output DIR [--config FILE] [--set section.key=value ...]
-    refinery explain DOC_ID --output DIR
-    refinery verify --output DIR
+refinery prepare --input URI... --output DIR [--config FILE] [--set section.key=value ...]
+refinery explain DOC_ID --output DIR
+refinery verify --output DIR
 """
 
 import argparse
@@ -41,8 +41,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"{args.doc_id}: kept in {hit['file']} row {hit['row']} (from {hit['source']})")
         else:
             detail = f" ({hit['detail']})" if hit["detail"] else ""
-            print(f"{args.doc_id}: {hit['kind']} at stage {hit['stage']}: {hit['reason']}{detail}"
-                  f" (from {hit['source']})")
+            print(
+                f"{args.doc_id}: {hit['kind']} at stage {hit['stage']}: {hit['reason']}{detail}"
+                f" (from {hit['source']})"
+            )
     return 0
 
 
@@ -61,12 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="raw documents to Arrow shards")
-    p.add_argument("--input", "-i", nargs="+", action="extend", required=True, metavar="URI",
-                   help="files, directories, globs or fsspec URLs")
+    p.add_argument(
+        "--input",
+        "-i",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="URI",
+        help="files, directories, globs or fsspec URLs",
+    )
     p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     p.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable)",
+    )
     e = sub.add_parser("explain", help="where a document ended and why")
     e.add_argument("doc_id")
     e.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")

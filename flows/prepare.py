@@ -56,7 +56,11 @@ class StageChain:
 
 
 @flow(name="prepare")
-def prepare(inputs: list[str], output: str, config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
+def prepare(
+    inputs: list[str],
+    output: str,
+    config: PipelineConfig = PipelineConfig(),  # noqa: B008 (frozen, so safe to share)
+) -> dict[str, Any]:
     """Turn the documents under `inputs` into shards, a ledger and a manifest in `output`."""
     cfg, out = config, Path(output)
     remove_temp_files(out)  # what a killed run was writing; it is written again below
@@ -99,8 +103,13 @@ def prepare(inputs: list[str], output: str, config: PipelineConfig = PipelineCon
     shards, stats = write_shards(src, names, out, cfg.shards, run_id)
     chain.finish(stats)
     publish_ledger(removers, names, out)
-    inputs_info = {"uris": inputs, "files": len(files), "bytes": sum(f.size for f in files),
-                   "partitions": len(parts), "ignored": ignored}
+    inputs_info = {
+        "uris": inputs,
+        "files": len(files),
+        "bytes": sum(f.size for f in files),
+        "partitions": len(parts),
+        "ignored": ignored,
+    }
     manifest = write_run_manifest(
         out, run_id, cfg.model_dump(mode="json"), inputs_info, shards, chain.stats
     )
@@ -111,8 +120,14 @@ def prepare(inputs: list[str], output: str, config: PipelineConfig = PipelineCon
 def publish_summary(manifest: dict[str, Any], out: Path) -> None:
     """Show the per-stage counts and totals in the Prefect UI."""
     rows = [
-        {"stage": name, "in": s["in"], "kept": s["kept"], "dropped": sum(s["dropped"].values()),
-         "quarantined": s["quarantined"], "seconds": s["seconds"]}
+        {
+            "stage": name,
+            "in": s["in"],
+            "kept": s["kept"],
+            "dropped": sum(s["dropped"].values()),
+            "quarantined": s["quarantined"],
+            "seconds": s["seconds"],
+        }
         for name, s in manifest["stages"].items()
     ]
     create_table_artifact(key="prepare-stages", table=rows, description="Documents per stage")

@@ -33,7 +33,9 @@ def check_balance(stages: dict[str, dict[str, Any]]) -> None:
     for name, s in stages.items():
         removed = sum(s["dropped"].values()) + s["quarantined"]
         if s["in"] != s["kept"] + removed:
-            raise ValueError(f"stage {name!r}: in={s['in']} != kept={s['kept']} + removed={removed}")
+            raise ValueError(
+                f"stage {name!r}: in={s['in']} != kept={s['kept']} + removed={removed}"
+            )
         if previous is not None and previous[1] != s["in"]:
             raise ValueError(f"stage {name!r}: in={s['in']} but {previous[0]!r} kept {previous[1]}")
         previous = (name, s["kept"])

@@ -54,7 +54,9 @@ def find_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
 def hash_partition(part: str, src: StageDir, out: StageDir) -> None:
     """Write the content keys of one partition."""
     if not out.keys(part).exists():
-        write_table(content_keys(read_frame(src.kept(part), [DOC_ID, TEXT])).to_arrow(), out.keys(part))
+        write_table(
+            content_keys(read_frame(src.kept(part), [DOC_ID, TEXT])).to_arrow(), out.keys(part)
+        )
 
 
 @task(name="exact_dedup_group")

@@ -65,10 +65,16 @@ def detect_language(df: pl.DataFrame, cfg: LangIdConfig, model: Any) -> StageRes
         pl.Series(LANG_SCORE, [float(s[0]) for s in scores], dtype=pl.Float32),
     )
     rules = [
-        Rule(NOT_ALLOWED, pl.lit(bool(cfg.allow)) & ~pl.col(LANG).is_in(list(cfg.allow)),
-             pl.col(LANG)),
-        Rule(LOW_SCORE, pl.col(LANG_SCORE) < cfg.min_score,
-             pl.format("{} {}", pl.col(LANG), pl.col(LANG_SCORE).round(3))),
+        Rule(
+            NOT_ALLOWED,
+            pl.lit(bool(cfg.allow)) & ~pl.col(LANG).is_in(list(cfg.allow)),
+            pl.col(LANG),
+        ),
+        Rule(
+            LOW_SCORE,
+            pl.col(LANG_SCORE) < cfg.min_score,
+            pl.format("{} {}", pl.col(LANG), pl.col(LANG_SCORE).round(3)),
+        ),
     ]
     return apply_rules(out, STAGE, rules)
 

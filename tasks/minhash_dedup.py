@@ -4,8 +4,8 @@ In: doc_id, text. Out: the same rows, less near-duplicates (dropped with `duplic
 Three steps, like exact dedup: signatures per partition (map), LSH buckets and connected
 components over the whole run (reduce, on signatures only, never text), and the drop (map).
 Signatures equal those of `datasketch.MinHash(num_perm, seed, hashfunc=hash_shingle)` (its
-default "affine32" scheme) fed the same shingles. Word n-grams are used for scripts written with spaces, character n-grams for Chinese,
-Japanese, Thai and other scripts without them.
+default "affine32" scheme) fed the same shingles. Word n-grams are used for scripts written
+with spaces, character n-grams for Chinese, Japanese, Thai and other scripts without them.
 """
 
 import re
@@ -58,7 +58,9 @@ DUPLICATE = "minhash_duplicate"
 
 _SCHEME = "affine32"  # datasketch's default: fmix32 pre-mix, then a * h + b mod 2^32
 _MAX_HASH = np.uint32((1 << 32) - 1)
-_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]")
+_UNSPACED = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]"
+)
 _PUNCT = re.compile(r"[^\w\s]+")
 
 
@@ -115,8 +117,11 @@ def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """Pairs (i, j), i < j, sharing at least one LSH bucket; (n_pairs, 2)."""
     keys = band_keys(sigs[:, : bands * rows], bands, rows)
     buckets = pl.DataFrame(
-        {"band": np.repeat(np.arange(bands), len(sigs)), "key": keys.T.ravel(),
-         "doc": np.tile(np.arange(len(sigs)), bands)}
+        {
+            "band": np.repeat(np.arange(bands), len(sigs)),
+            "key": keys.T.ravel(),
+            "doc": np.tile(np.arange(len(sigs)), bands),
+        }
     )
     pairs = (
         buckets.with_columns(first=pl.col("doc").min().over("band", "key"))

@@ -85,4 +85,3 @@ def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig) -> StageResult:
 def normalize(part: str, src: StageDir, out: StageDir, cfg: NormalizeConfig) -> StageStats:
     """Normalize one partition of `src` into `out`."""
     return run_partition(src, out, part, lambda df: normalize_batch(df, cfg))
-

@@ -66,7 +66,10 @@ class StageDir:
     def all_keys(self, parts: list[str]) -> pl.DataFrame:
         """Every partition's keys file, with its partition name and row number."""
         return pl.concat(
-            [read_frame(self.keys(p)).with_row_index("row").with_columns(part=pl.lit(p)) for p in parts]
+            [
+                read_frame(self.keys(p)).with_row_index("row").with_columns(part=pl.lit(p))
+                for p in parts
+            ]
         )
 
     def done(self, part: str) -> StageStats | None:

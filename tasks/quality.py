@@ -33,7 +33,9 @@ class QualityConfig(BaseModel, frozen=True, extra="forbid"):
     max_ellipsis_lines_ratio: float = 0.3
     min_alpha_words_ratio: float = 0.8
     min_stop_words: int = 2
-    stop_words: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {"en": GOPHER_STOP_WORDS})
+    stop_words: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {"en": GOPHER_STOP_WORDS}
+    )
 
 
 WORD_COUNT = "quality_gopher_word_count"
@@ -53,8 +55,10 @@ def quality_signals(df: pl.DataFrame, stop_words: dict[str, tuple[str, ...]]) ->
     """Add the Gopher signals as `q_*` columns (Float32)."""
     text = pl.col(TEXT)
     words = text.str.extract_all(_WORD)
-    lines = text.str.split("\n").list.eval(pl.element().str.strip_chars()).list.eval(
-        pl.element().filter(pl.element() != "")
+    lines = (
+        text.str.split("\n")
+        .list.eval(pl.element().str.strip_chars())
+        .list.eval(pl.element().filter(pl.element() != ""))
     )
     n_words = words.list.len()
     n_lines = lines.list.len().clip(lower_bound=1)
@@ -65,14 +69,18 @@ def quality_signals(df: pl.DataFrame, stop_words: dict[str, tuple[str, ...]]) ->
         stops = pl.when(pl.col(LANG) == lang).then(count).otherwise(stops)
     signals = {
         "q_word_count": n_words,
-        "q_mean_word_length": pl.when(unspaced).then(None).otherwise(
-            words.list.eval(pl.element().str.len_chars()).list.mean()
-        ),
+        "q_mean_word_length": pl.when(unspaced)
+        .then(None)
+        .otherwise(words.list.eval(pl.element().str.len_chars()).list.mean()),
         "q_symbol_word_ratio": (text.str.count_matches(r"#|\.\.\.|…")) / n_words.clip(1),
-        "q_bullet_lines_ratio": lines.list.eval(pl.element().str.contains(r"^[•‣●▪◦\-\*]"))
-        .list.sum() / n_lines,
-        "q_ellipsis_lines_ratio": lines.list.eval(pl.element().str.contains(r"(\.\.\.|…)$"))
-        .list.sum() / n_lines,
+        "q_bullet_lines_ratio": lines.list.eval(
+            pl.element().str.contains(r"^[•‣●▪◦\-\*]")
+        ).list.sum()
+        / n_lines,
+        "q_ellipsis_lines_ratio": lines.list.eval(
+            pl.element().str.contains(r"(\.\.\.|…)$")
+        ).list.sum()
+        / n_lines,
         "q_alpha_words_ratio": words.list.eval(pl.element().str.contains(r"\p{L}")).list.sum()
         / n_words.clip(1),
         "q_stop_words": stops if LANG in df.columns else pl.lit(None),
@@ -84,19 +92,36 @@ def gopher_rules(cfg: QualityConfig) -> list[Rule]:
     """The removal rules over the `q_*` signals, in order of precedence."""
     q = pl.col
     return [
-        Rule(WORD_COUNT, ~q("q_word_count").is_between(cfg.min_words, cfg.max_words),
-             q("q_word_count").cast(pl.String)),
-        Rule(MEAN_WORD_LENGTH,
-             ~q("q_mean_word_length").is_between(cfg.min_mean_word_length, cfg.max_mean_word_length),
-             q("q_mean_word_length").round(2).cast(pl.String)),
-        Rule(SYMBOL_RATIO, q("q_symbol_word_ratio") > cfg.max_symbol_word_ratio,
-             q("q_symbol_word_ratio").round(3).cast(pl.String)),
-        Rule(BULLET_LINES, q("q_bullet_lines_ratio") > cfg.max_bullet_lines_ratio,
-             q("q_bullet_lines_ratio").round(3).cast(pl.String)),
-        Rule(ELLIPSIS_LINES, q("q_ellipsis_lines_ratio") > cfg.max_ellipsis_lines_ratio,
-             q("q_ellipsis_lines_ratio").round(3).cast(pl.String)),
-        Rule(ALPHA_WORDS, q("q_alpha_words_ratio") < cfg.min_alpha_words_ratio,
-             q("q_alpha_words_ratio").round(3).cast(pl.String)),
+        Rule(
+            WORD_COUNT,
+            ~q("q_word_count").is_between(cfg.min_words, cfg.max_words),
+            q("q_word_count").cast(pl.String),
+        ),
+        Rule(
+            MEAN_WORD_LENGTH,
+            ~q("q_mean_word_length").is_between(cfg.min_mean_word_length, cfg.max_mean_word_length),
+            q("q_mean_word_length").round(2).cast(pl.String),
+        ),
+        Rule(
+            SYMBOL_RATIO,
+            q("q_symbol_word_ratio") > cfg.max_symbol_word_ratio,
+            q("q_symbol_word_ratio").round(3).cast(pl.String),
+        ),
+        Rule(
+            BULLET_LINES,
+            q("q_bullet_lines_ratio") > cfg.max_bullet_lines_ratio,
+            q("q_bullet_lines_ratio").round(3).cast(pl.String),
+        ),
+        Rule(
+            ELLIPSIS_LINES,
+            q("q_ellipsis_lines_ratio") > cfg.max_ellipsis_lines_ratio,
+            q("q_ellipsis_lines_ratio").round(3).cast(pl.String),
+        ),
+        Rule(
+            ALPHA_WORDS,
+            q("q_alpha_words_ratio") < cfg.min_alpha_words_ratio,
+            q("q_alpha_words_ratio").round(3).cast(pl.String),
+        ),
         Rule(STOP_WORDS, q("q_stop_words") < cfg.min_stop_words, q("q_stop_words").cast(pl.String)),
     ]
 

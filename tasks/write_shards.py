@@ -49,7 +49,9 @@ def write_shards(
     """Write the shards, unless a finished run with the same fingerprint already has."""
     if (done := finished_manifest(out_dir, fingerprint)) is not None:
         entry = done["stages"][STAGE]
-        return done["shards"], StageStats(STAGE, entry["in"], entry["kept"], bytes_out=entry["bytes_out"])
+        return done["shards"], StageStats(
+            STAGE, entry["in"], entry["kept"], bytes_out=entry["bytes_out"]
+        )
     (out_dir / "manifest.json").unlink(missing_ok=True)  # shards change: the old one is void
     start = time.perf_counter()
     with ShardWriter(out_dir, SHARD_SCHEMA, cfg.size_limit) as writer:
@@ -91,7 +93,11 @@ def finished_manifest(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     same = manifest.get("fingerprint") == fingerprint
-    return manifest if same and all((out_dir / s["path"]).exists() for s in manifest["shards"]) else None
+    return (
+        manifest
+        if same and all((out_dir / s["path"]).exists() for s in manifest["shards"])
+        else None
+    )
 
 
 @task(name="manifest")

@@ -35,11 +35,13 @@ def write_jsonl(path: Path, rows: list[object], gz: bool = False) -> Path:
 
 def english(seed: int, words: int = 80) -> str:
     """Deterministic English-like prose that passes the Gopher rules."""
-    vocab = (
-        "the river ran past the old mill and the children watched the water with quiet "
-        "interest while their parents talked about harvest prices weather roads markets "
-        "letters from cousins who had moved to the city to work in factories and shops"
-    ).split()
+    vocab = [
+        "the", "river", "ran", "past", "the", "old", "mill", "and", "the", "children",
+        "watched", "the", "water", "with", "quiet", "interest", "while", "their", "parents",
+        "talked", "about", "harvest", "prices", "weather", "roads", "markets", "letters",
+        "from", "cousins", "who", "had", "moved", "to", "the", "city", "to", "work", "in",
+        "factories", "and", "shops",
+    ]  # fmt: skip
     out = [vocab[(seed * 7 + i * (seed % 5 + 3)) % len(vocab)] for i in range(words)]
     return " ".join(out).capitalize() + "."
 
@@ -49,7 +51,8 @@ def mixed_corpus(tmp_path: Path) -> Path:
     """Exact and near duplicates, empty, undecodable and unreadable records, in four files."""
     root = tmp_path / "corpus"
     root.mkdir()
-    wiki = [json.loads(line) for line in gzip.open(SAMPLE / "wiki.jsonl.gz", "rt")]
+    with gzip.open(SAMPLE / "wiki.jsonl.gz", "rt") as f:
+        wiki = [json.loads(line) for line in f]
     en = [r for r in wiki if r["id"].startswith("xquad-en")][:12]
     docs = [{"id": r["id"], "text": r["text"]} for r in en]
     docs.append({"id": "copy-0", "text": en[0]["text"]})  # exact duplicate

@@ -19,8 +19,15 @@ def refinery(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_config_typo_fails_at_once_naming_the_key(tmp_path):
     start = time.monotonic()
-    result = refinery("prepare", "--input", "tests/data/sample", "--output", str(tmp_path),
-                      "--set", "minhash.thrshold=0.8")
+    result = refinery(
+        "prepare",
+        "--input",
+        "tests/data/sample",
+        "--output",
+        str(tmp_path),
+        "--set",
+        "minhash.thrshold=0.8",
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "refinery: error: unknown config key: minhash.thrshold"
     assert time.monotonic() - start < 30
@@ -28,7 +35,9 @@ def test_config_typo_fails_at_once_naming_the_key(tmp_path):
 
 
 def test_missing_input_names_the_path(tmp_path):
-    result = refinery("prepare", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
+    result = refinery(
+        "prepare", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"refinery: error: input not found: {tmp_path / 'nowhere'}"
 
@@ -36,7 +45,9 @@ def test_missing_input_names_the_path(tmp_path):
 def start(out: Path, corpus: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [*REFINERY, "prepare", "--input", str(corpus), "--output", str(out), *SMALL],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -53,7 +64,9 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
 def test_killed_run_resumes_to_the_same_shards(tmp_path):
     corpus = Path("tests/data/sample")
     clean = tmp_path / "clean"
-    assert refinery("prepare", "--input", str(corpus), "--output", str(clean), *SMALL).returncode == 0
+    assert (
+        refinery("prepare", "--input", str(corpus), "--output", str(clean), *SMALL).returncode == 0
+    )
 
     out = tmp_path / "killed"
     proc = start(out, corpus)

@@ -1,5 +1,6 @@
 """The prepare flow end to end, in process, under one temporary Prefect server."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -29,16 +30,25 @@ def test_every_document_is_accounted_for(mixed_corpus, tmp_path):
     out = tmp_path / "out"
     manifest = run(mixed_corpus, out)
     stages = manifest["stages"]
-    assert list(stages) == ["ingest", "normalize", "exact_dedup", "minhash", "langid", "quality",
-                            "shards"]
+    assert list(stages) == [
+        "ingest",
+        "normalize",
+        "exact_dedup",
+        "minhash",
+        "langid",
+        "quality",
+        "shards",
+    ]
     names = list(stages)
-    for before, after in zip(names, names[1:], strict=False):
+    for before, after in itertools.pairwise(names):
         assert stages[before]["kept"] == stages[after]["in"]
     for s in stages.values():
         assert s["in"] == s["kept"] + sum(s["dropped"].values()) + s["quarantined"]
     assert stages["ingest"]["quarantined_reasons"] == {"ingest_unreadable": 1}
     assert stages["normalize"]["quarantined_reasons"] == {
-        "normalize_empty": 1, "normalize_undecodable": 1}
+        "normalize_empty": 1,
+        "normalize_undecodable": 1,
+    }
     assert stages["exact_dedup"]["dropped"] == {"exact_dedup_duplicate": 1}
     assert stages["minhash"]["dropped"] == {"minhash_duplicate": 1}
 

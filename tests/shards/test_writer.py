@@ -11,8 +11,13 @@ from tasks.write_shards import to_shard_table
 
 
 def docs(n: int, start: int = 0) -> pa.Table:
-    df = pl.DataFrame({"doc_id": [f"d{i:04d}" for i in range(start, start + n)],
-                       "text": ["word " * 50] * n, "lang": ["en"] * n})
+    df = pl.DataFrame(
+        {
+            "doc_id": [f"d{i:04d}" for i in range(start, start + n)],
+            "text": ["word " * 50] * n,
+            "lang": ["en"] * n,
+        }
+    )
     return to_shard_table(df)
 
 
@@ -60,8 +65,10 @@ def test_an_aborted_write_leaves_nothing(tmp_path):
 
 
 def test_check_balance_names_the_stage():
-    ok = {"a": {"in": 3, "kept": 2, "dropped": {"x": 1}, "quarantined": 0},
-          "b": {"in": 2, "kept": 2, "dropped": {}, "quarantined": 0}}
+    ok = {
+        "a": {"in": 3, "kept": 2, "dropped": {"x": 1}, "quarantined": 0},
+        "b": {"in": 2, "kept": 2, "dropped": {}, "quarantined": 0},
+    }
     check_balance(ok)
     with pytest.raises(ValueError, match="'b'"):
         check_balance(ok | {"b": {"in": 1, "kept": 1, "dropped": {}, "quarantined": 0}})

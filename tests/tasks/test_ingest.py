@@ -44,8 +44,14 @@ def test_jsonl_compressions(tmp_path, suffix):
 
 
 def test_bad_records_are_quarantined_with_reasons(tmp_path):
-    rows = ['{"id": "bad", "text": "unterminated', '[1, 2]', {"id": "nt"}, {"id": "num", "text": 5},
-            {"id": "null", "text": None}, {"id": "ok", "text": "fine"}]
+    rows = [
+        '{"id": "bad", "text": "unterminated',
+        "[1, 2]",
+        {"id": "nt"},
+        {"id": "num", "text": 5},
+        {"id": "null", "text": None},
+        {"id": "ok", "text": "fine"},
+    ]
     result = read(write_jsonl(tmp_path / "j.jsonl", rows))
     assert result.kept["doc_id"].to_list() == ["ok"]
     got = dict(result.removed.group_by("reason").len().rows())
@@ -97,7 +103,7 @@ def test_discover_directories_globs_and_missing(tmp_path):
     assert ignored and ignored[0].endswith("README.md")
     files, _ = ing.discover([str(tmp_path / "*.jsonl")])
     assert len(files) == 1
-    with pytest.raises(FileNotFoundError, match="input not found: .*nope"):
+    with pytest.raises(FileNotFoundError, match=r"input not found: .*nope"):
         ing.discover([str(tmp_path / "nope")])
 
 
@@ -112,4 +118,9 @@ def test_sample_corpus_accounts_for_every_record():
     result = read(SAMPLE)
     stats = result.stats("ingest", result.kept.height + result.removed.height, 0, 0.0)
     assert stats.kept > 1000
-    assert set(stats.quarantined) == {ing.BAD_JSON, ing.MISSING_TEXT, ing.BAD_TEXT_TYPE, ing.UNREADABLE}
+    assert set(stats.quarantined) == {
+        ing.BAD_JSON,
+        ing.MISSING_TEXT,
+        ing.BAD_TEXT_TYPE,
+        ing.UNREADABLE,
+    }

@@ -8,7 +8,8 @@ from tests.conftest import SAMPLE
 
 
 def wiki() -> pl.DataFrame:
-    rows = [json.loads(line) for line in gzip.open(SAMPLE / "wiki.jsonl.gz", "rt")]
+    with gzip.open(SAMPLE / "wiki.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f]
     return pl.DataFrame(rows).select(pl.col("id").alias("doc_id"), "text", "lang_hint")
 
 
@@ -22,10 +23,14 @@ def test_accuracy_on_wikipedia_paragraphs_in_13_languages():
 
 def test_allow_list_and_threshold_reasons():
     df = pl.DataFrame(
-        {"doc_id": ["en", "de", "unclear"],
-         "text": ["The committee met on Tuesday to discuss the annual budget for schools.",
-                  "Der Ausschuss traf sich am Dienstag, um den Jahreshaushalt zu besprechen.",
-                  "zzz qqq xxv"]}
+        {
+            "doc_id": ["en", "de", "unclear"],
+            "text": [
+                "The committee met on Tuesday to discuss the annual budget for schools.",
+                "Der Ausschuss traf sich am Dienstag, um den Jahreshaushalt zu besprechen.",
+                "zzz qqq xxv",
+            ],
+        }
     )
     result = detect_language(df, LangIdConfig(min_score=0.5), load_model(None))
     assert result.kept["doc_id"].to_list() == ["en", "de"]

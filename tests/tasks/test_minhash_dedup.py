@@ -13,7 +13,11 @@ CFG = MinhashConfig()
 
 @pytest.mark.parametrize(
     "text",
-    ["The quick brown fox jumps over the lazy dog by the river", "短い", "今天天气很好，我们去公园散步吧。"],
+    [
+        "The quick brown fox jumps over the lazy dog by the river",
+        "短い",
+        "今天天气很好，我们去公园散步吧。",
+    ],
 )
 def test_signatures_equal_datasketch(text):
     ours = signatures([text], CFG)[0]
@@ -32,8 +36,12 @@ def test_cjk_uses_character_ngrams():
 def keys(texts: dict[str, str]) -> pl.DataFrame:
     sigs = signatures(list(texts.values()), CFG)
     return pl.DataFrame(
-        {"doc_id": list(texts), "signature": sigs.tolist(), "part": "p0",
-         "row": list(range(len(texts)))},
+        {
+            "doc_id": list(texts),
+            "signature": sigs.tolist(),
+            "part": "p0",
+            "row": list(range(len(texts))),
+        },
     )
 
 
@@ -43,7 +51,10 @@ def essays() -> dict[str, str]:
 
 
 def jaccard(a: str, b: str) -> float:
-    sa, sb = set(shingles(a, CFG.ngram, CFG.char_ngram)), set(shingles(b, CFG.ngram, CFG.char_ngram))
+    sa, sb = (
+        set(shingles(a, CFG.ngram, CFG.char_ngram)),
+        set(shingles(b, CFG.ngram, CFG.char_ngram)),
+    )
     return len(sa & sb) / len(sa | sb)
 
 
