@@ -7,7 +7,6 @@ STAMP := $(VENV)/.installed
 IN ?= tests/data/sample
 OUT ?= data/shards
 CONFIG ?= infra/configs/sample.yaml
-SHARED ?= ../shared/data
 
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -53,8 +52,10 @@ format: $(STAMP)
 deploy: $(STAMP)
 	$(BIN)/prefect deploy --all --prefect-file infra/prefect.yaml
 
-# Rebuild the bundled sample corpus from the source data sets (not needed to use refinery).
+# Rebuild the bundled sample corpus from the source data sets named in tests/data/NOTICE
+# (not needed to use refinery): make sample SHARED=/path/to/data
 sample: $(STAMP)
+	@test -n "$(SHARED)" || { echo "make sample: set SHARED=<folder with the source data sets>"; exit 2; }
 	$(BIN)/python tests/data/make_sample.py --shared $(SHARED) --out tests/data/sample
 
 clean:
