@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "sample")
     args = parser.parse_args()
     src, out, rng = args.shared, args.out, random.Random(0)
-    for sub in ("essays", "LICENSES", "notes", "web"):
+    for sub in ("essays", "notes", "web"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
     wiki_rows = read_jsonl(src / "multilingual-wiki-paragraphs" / "paragraphs.jsonl")
@@ -259,7 +259,8 @@ def main() -> None:
     for path in sorted((src / "dedup-clough-stevenson" / "corpus").glob("*.txt")):
         copy_file(path, out / "essays" / path.name)
     for lic in LICENSE_FILES:
-        copy_file(src / lic, out / "LICENSES" / Path(lic).name)
+        # Beside the sample, not in it: a .txt in the sample would be read as a document.
+        copy_file(src / lic, out.parent / "LICENSES" / Path(lic).name)
     for name in sorted(NOTES):
         (out / "notes" / name).write_text(NOTES[name] + "\n", encoding="utf-8")
     for name in ("cc-main-2024-22-whirlwind.warc.wet.gz", "dolma-sample-0000.warc.gz"):

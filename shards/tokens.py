@@ -1,0 +1,129 @@
+"""Token shards: packed, fixed-length training sequences as uncompressed Arrow IPC files.
+
+Each row is one sequence of `row_len` token ids (a `fixed_size_list` of uint16 when the
+vocabulary fits, else uint32). Files are uncompressed so that a reader can memory-map them
+and hand out numpy views without copying. `tokens/manifest.json` lists each split's shards
+with their sequence and token counts and sha256.
+"""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from shards.writer import atomic_path, sha256_file, write_json
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+class TokenShardWriter:
+    """Pack token streams into rows of `row_len` and write `part-{i:05d}.arrow` files.
+
+    Args:
+        out_dir: Directory of one split.
+        row_len: Tokens per row.
+        dtype: uint16 or uint32.
+        pad_id: Fills the last row.
+        rows_per_shard: Rows per file.
+    """
+
+    def __init__(self, out_dir: Path, row_len: int, dtype: np.dtype, pad_id: int,
+                 rows_per_shard: int) -> None:  # fmt: skip
+        self.out_dir, self.row_len, self.dtype = out_dir, row_len, dtype
+        self.pad_id, self.rows_per_shard = pad_id, rows_per_shard
+        self.shards: list[dict[str, Any]] = []
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self.tokens = 0  # real (non-padding) tokens written
+
+    def __enter__(self) -> "TokenShardWriter":
+        return self
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Append a stream of token ids; full shards are written as they fill."""
+        self._buffer.append(tokens.astype(self.dtype, copy=False))
+        self._buffered += len(tokens)
+        self.tokens += len(tokens)
+        while self._buffered >= self.row_len * self.rows_per_shard:
+            self._write(self.rows_per_shard)
+
+    def close(self) -> None:
+        """Write what is left, padding the last row."""
+        if self._buffered:
+            rows = -(-self._buffered // self.row_len)
+            pad = np.full(rows * self.row_len - self._buffered, self.pad_id, dtype=self.dtype)
+            self.add(pad)
+            self.tokens -= len(pad)
+            self._write(rows)
+
+    def _write(self, rows: int) -> None:
+        flat = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        n = rows * self.row_len
+        head, rest = flat[:n], flat[n:]
+        self._buffer, self._buffered = ([rest], len(rest)) if len(rest) else ([], 0)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(head), self.row_len)
+        table = pa.table({"tokens": column})
+        name = f"part-{len(self.shards):05d}.arrow"
+        with atomic_path(self.out_dir / name) as tmp, ipc.new_file(tmp, table.schema) as w:
+            w.write_table(table)
+        path = self.out_dir / name
+        self.shards.append({"path": name, "sequences": rows, "tokens": n,
+                            "bytes": path.stat().st_size, "sha256": sha256_file(path)})  # fmt: skip
+
+
+class TokenShards:
+    """Memory-mapped sequences of one split, as numpy views (no copy).
+
+    Args:
+        root: The `tokens/` directory (holding `manifest.json`).
+        split: "train" or "heldout".
+        verify: Check each shard's sha256 against the manifest when opening it.
+    """
+
+    def __init__(self, root: Path, split: str, verify: bool = True) -> None:
+        self.manifest = json.loads((root / "manifest.json").read_text())
+        self.row_len = self.manifest["seq_len"] + 1
+        self._arrays: list[np.ndarray] = []
+        for shard in self.manifest["splits"][split]["shards"]:
+            path = root / split / shard["path"]
+            if verify and sha256_file(path) != shard["sha256"]:
+                raise ValueError(f"{path}: sha256 mismatch (corrupt or modified token shard)")
+            self._arrays.extend(self._map(path))
+        self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
+
+    def _map(self, path: Path) -> list[np.ndarray]:
+        column = ipc.open_file(pa.memory_map(str(path))).read_all().column("tokens")
+        # `.values` are the flat ids, still backed by the mapped file: no copy is made.
+        return [
+            chunk.values.to_numpy(zero_copy_only=True).reshape(-1, self.row_len)
+            for chunk in column.chunks
+        ]
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def gather(self, indices: np.ndarray) -> np.ndarray:
+        """Rows at `indices` as one (len(indices), row_len) array."""
+        shard = np.searchsorted(self._starts, indices, side="right") - 1
+        return np.stack([self._arrays[s][i - self._starts[s]] for s, i in zip(shard, indices, strict=True)])
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Consecutive rows in batches of at most `batch_size`: views into the mapped files."""
+        for array in self._arrays:
+            for start in range(0, len(array), batch_size):
+                yield array[start : start + batch_size]
+
+
+def write_token_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    write_json(manifest, root / "manifest.json")

@@ -1,0 +1,164 @@
+"""Tokenize: text shards to packed token shards for pretraining.
+
+In: the text shards (doc_id, text). Out: `<out>/tokens/{train,heldout}/part-*.arrow`, rows of
+`seq_len + 1` token ids (documents joined by the end-of-document token), a held-out split
+chosen by document, the tokenizer, and `tokens/manifest.json`. A byte-level BPE tokenizer is
+trained on a bounded sample of the shards unless `tokenizer` names a tokenizer.json. Shards
+are read batch by batch, so memory stays bounded whatever the corpus size.
+"""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import xxhash
+from prefect import task
+from pydantic import BaseModel, Field
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from shards.reader import read_manifest
+from shards.tokens import TokenShardWriter, token_dtype, write_token_manifest
+from shards.writer import atomic_path, sha256_file
+from tasks.records import StageStats
+
+STAGE = "tokenize"
+EOD, PAD, MASK = "<|endoftext|>", "<|pad|>", "<|mask|>"
+SPECIAL_TOKENS = [EOD, PAD, MASK]
+
+
+class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
+    enabled: bool = True
+    tokenizer: str | None = Field(None, description="a tokenizer.json; trained when unset")
+    vocab_size: int = Field(8192, ge=256 + len(SPECIAL_TOKENS))
+    train_docs: int = Field(20_000, gt=0, description="documents sampled to train the tokenizer")
+    seq_len: int = Field(256, gt=0, description="tokens a model sees per sequence")
+    heldout_fraction: float = Field(0.02, ge=0, lt=1)
+    seed: int = 0
+    rows_per_shard: int = Field(32768, gt=0)
+
+
+def iter_texts(shard_paths: list[Path], batch_rows: int = 1024) -> Iterator[pl.DataFrame]:
+    """doc_id and text of the shards, in order, a batch at a time."""
+    for path in shard_paths:
+        frame = pl.scan_ipc(path).select("doc_id", "text")
+        total = frame.select(pl.len()).collect().item()
+        for offset in range(0, total, batch_rows):
+            yield frame.slice(offset, batch_rows).collect()
+
+
+def train_tokenizer(texts: Iterator[str], vocab_size: int) -> Tokenizer:
+    """A byte-level BPE tokenizer with the end-of-document, padding and mask tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def is_heldout(doc_ids: list[str], fraction: float, seed: int) -> np.ndarray:
+    """A stable, seeded choice of documents for the held-out split."""
+    cut = int(fraction * 2**64)
+    return np.array([xxhash.xxh3_64_intdigest(d.encode(), seed) < cut for d in doc_ids], bool)
+
+
+def encode(texts: list[str], tokenizer: Tokenizer, eod_id: int) -> np.ndarray:
+    """Token ids of `texts`, each document followed by the end-of-document token."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    ids = [
+        np.append(np.asarray(e.ids, dtype=np.int64), eod_id) for e in tokenizer.encode_batch(texts)
+    ]
+    return np.concatenate(ids)
+
+
+def load_or_train_tokenizer(cfg: TokenizeConfig, shard_paths: list[Path], dest: Path) -> Tokenizer:
+    """The named tokenizer, or one trained on the first `train_docs` documents; saved to `dest`."""
+    if cfg.tokenizer is not None:
+        if not Path(cfg.tokenizer).is_file():
+            raise FileNotFoundError(f"tokenize.tokenizer: no tokenizer at {cfg.tokenizer}")
+        tokenizer = Tokenizer.from_file(cfg.tokenizer)
+    elif dest.exists():
+        return Tokenizer.from_file(str(dest))
+    else:
+        sample = (t for batch in iter_texts(shard_paths) for t in batch["text"])
+        tokenizer = train_tokenizer(
+            (t for _, t in zip(range(cfg.train_docs), sample, strict=False)), cfg.vocab_size
+        )
+    missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise ValueError(f"tokenize.tokenizer: {cfg.tokenizer} lacks special tokens {missing}")
+    with atomic_path(dest) as tmp:
+        tokenizer.save(str(tmp))
+    return tokenizer
+
+
+@task(name="tokenize")
+def tokenize(
+    out_dir: Path, shards: list[dict[str, Any]], cfg: TokenizeConfig, fingerprint: str
+) -> StageStats:
+    """Write the token shards of the text `shards` in `out_dir` (skipped if already done)."""
+    root = out_dir / "tokens"
+    done = root / "manifest.json"
+    if done.exists() and (manifest := read_manifest(root))["fingerprint"] == fingerprint:
+        return StageStats(STAGE, manifest["documents"], manifest["documents"], seconds=0.0)
+    done.unlink(missing_ok=True)
+    start = time.perf_counter()
+    paths = [out_dir / s["path"] for s in shards]
+    tokenizer = load_or_train_tokenizer(cfg, paths, root / "tokenizer.json")
+    manifest = write_token_shards(paths, tokenizer, cfg, root)
+    manifest["fingerprint"] = fingerprint
+    write_token_manifest(root, manifest)
+    stats = StageStats(STAGE, manifest["documents"], manifest["documents"])
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def write_token_shards(
+    paths: list[Path], tokenizer: Tokenizer, cfg: TokenizeConfig, root: Path
+) -> dict[str, Any]:
+    """Stream the documents into the train and held-out writers; return the token manifest."""
+    vocab, eod, pad = (
+        tokenizer.get_vocab_size(),
+        tokenizer.token_to_id(EOD),
+        tokenizer.token_to_id(PAD),
+    )
+    dtype = token_dtype(vocab)
+    writers = {
+        split: TokenShardWriter(root / split, cfg.seq_len + 1, dtype, pad, cfg.rows_per_shard)
+        for split in ("train", "heldout")
+    }
+    docs = {"train": 0, "heldout": 0}
+    for batch in iter_texts(paths):
+        heldout = is_heldout(batch["doc_id"].to_list(), cfg.heldout_fraction, cfg.seed)
+        texts = batch["text"].to_list()
+        for split, mask in (("train", ~heldout), ("heldout", heldout)):
+            writers[split].add(encode([t for t, m in zip(texts, mask, strict=True) if m], tokenizer, eod))
+            docs[split] += int(mask.sum())
+    for writer in writers.values():
+        writer.close()
+    return {
+        "seq_len": cfg.seq_len,
+        "dtype": dtype.name,
+        "vocab_size": vocab,
+        "special_tokens": {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS},
+        "tokenizer_sha256": sha256_file(root / "tokenizer.json"),
+        "documents": sum(docs.values()),
+        "splits": {
+            split: {
+                "documents": docs[split],
+                "tokens": w.tokens,
+                "sequences": sum(s["sequences"] for s in w.shards),
+                "shards": w.shards,
+            }
+            for split, w in writers.items()
+        },
+    }
