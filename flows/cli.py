@@ -59,6 +59,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from shards.reader import read_manifest
+    from shards.writer import atomic_path
+    from tasks.tokenize import iter_texts, train_tokenizer
+
+    paths = [args.input / s["path"] for s in read_manifest(args.input)["shards"]]
+    texts = (t for batch in iter_texts(paths) for t in batch["text"])
+    sample = (t for _, t in zip(range(args.docs), texts, strict=False))
+    tokenizer = train_tokenizer(sample, args.vocab_size)
+    with atomic_path(args.output) as tmp:
+        tokenizer.save(str(tmp))
+    print(f"refinery: tokenizer with {tokenizer.get_vocab_size()} tokens at {args.output}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.sets, os.environ)
+    if not (args.tokens / "manifest.json").is_file():
+        raise FileNotFoundError(f"no token shards at {args.tokens} (see `refinery prepare`)")
+    if (args.run / "checkpoints" / "latest").exists() and not args.resume:
+        raise ConfigError(f"{args.run} has checkpoints: pass --resume to continue from them")
+    from flows.pretrain import pretrain
+
+    final = pretrain(tokens=str(args.tokens), run=str(args.run), config=cfg)
+    print(
+        f"refinery: step {final['step']}, held-out perplexity {final['perplexity']:.2f}, "
+        f"checkpoint {final['checkpoint']}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,10 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     v = sub.add_parser("verify", help="check every shard against the manifest's sha256")
     v.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    t = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(
+        dest="action", required=True
+    )
+    tt = t.add_parser("train", help="train a byte-level BPE tokenizer on text shards")
+    tt.add_argument("--input", type=Path, required=True, metavar="SHARDS", help="a prepare output")
+    tt.add_argument("--vocab-size", type=int, default=8192)
+    tt.add_argument("--docs", type=int, default=20_000, help="documents sampled (default 20000)")
+    tt.add_argument("--output", type=Path, required=True, metavar="FILE")
+    r = sub.add_parser("pretrain", help="train the model on token shards with DeepSpeed")
+    r.add_argument(
+        "--tokens", type=Path, required=True, metavar="DIR", help="<prepare output>/tokens"
+    )
+    r.add_argument("--run", type=Path, required=True, metavar="DIR", help="checkpoints and metrics")
+    r.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     return parser
 
 
-COMMANDS = {"prepare": cmd_prepare, "explain": cmd_explain, "verify": cmd_verify}
+COMMANDS = {
+    "prepare": cmd_prepare,
+    "explain": cmd_explain,
+    "verify": cmd_verify,
+    "tokenizer": cmd_tokenizer,
+    "pretrain": cmd_pretrain,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from model.ds_config import PretrainConfig
 from tasks.exact_dedup import ExactDedupConfig
 from tasks.ingest import IngestConfig
 from tasks.langid import LangIdConfig
 from tasks.minhash_dedup import MinhashConfig
 from tasks.normalize import NormalizeConfig
 from tasks.quality import QualityConfig
+from tasks.tokenize import TokenizeConfig
 from tasks.write_shards import ShardsConfig
 
 ENV_PREFIX = "PIPE_"
@@ -30,7 +32,7 @@ class ConfigError(ValueError):
 
 
 class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
-    """Every stage's config, in pipeline order."""
+    """Every stage's config, in pipeline order (`pretrain` is the `pretrain` flow's)."""
 
     ingest: IngestConfig = IngestConfig()
     normalize: NormalizeConfig = NormalizeConfig()
@@ -39,6 +41,8 @@ class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
     langid: LangIdConfig = LangIdConfig()
     quality: QualityConfig = QualityConfig()
     shards: ShardsConfig = ShardsConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    pretrain: PretrainConfig = PretrainConfig()
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,7 +1,8 @@
 """The `prepare` flow: raw documents to Arrow shards, with every document accounted for.
 
-ingest -> normalize -> exact_dedup -> minhash -> langid -> quality -> shards. Each stage is
-mapped over the input partitions; the two dedup stages add a reduce over the whole run.
+ingest -> normalize -> exact_dedup -> minhash -> langid -> quality -> shards -> tokenize. Each
+stage up to the shards is mapped over the input partitions; the two dedup stages add a reduce
+over the whole run. tokenize streams the shards into packed token shards for `pretrain`.
 """
 
 import time
@@ -24,6 +25,7 @@ from tasks.normalize import normalize
 from tasks.partition import StageDir, fingerprint
 from tasks.quality import quality
 from tasks.records import StageStats
+from tasks.tokenize import tokenize
 from tasks.write_shards import publish_ledger, write_run_manifest, write_shards
 
 
@@ -102,6 +104,10 @@ def prepare(
     chain.start("shards", cfg.shards)
     shards, stats = write_shards(src, names, out, cfg.shards, run_id)
     chain.finish(stats)
+    if cfg.tokenize.enabled:
+        chain.start("tokenize", cfg.tokenize)
+        tokens_id = fingerprint("tokenize", cfg.tokenize.model_dump(mode="json"), run_id)
+        chain.finish(tokenize(out, shards, cfg.tokenize, tokens_id))
     publish_ledger(removers, names, out)
     inputs_info = {
         "uris": inputs,

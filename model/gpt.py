@@ -134,8 +134,8 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab) and, given targets (B, T; IGNORE_INDEX skipped), the loss."""
-        B, T = idx.size()
-        assert T <= self.config.block_size, f"sequence of {T} > block_size"
+        T = idx.size(1)
+        assert self.config.block_size >= T, f"sequence of {T} > block_size"
         pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:

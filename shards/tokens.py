@@ -116,7 +116,9 @@ class TokenShards:
     def gather(self, indices: np.ndarray) -> np.ndarray:
         """Rows at `indices` as one (len(indices), row_len) array."""
         shard = np.searchsorted(self._starts, indices, side="right") - 1
-        return np.stack([self._arrays[s][i - self._starts[s]] for s, i in zip(shard, indices, strict=True)])
+        return np.stack(
+            [self._arrays[s][i - self._starts[s]] for s, i in zip(shard, indices, strict=True)]
+        )
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Consecutive rows in batches of at most `batch_size`: views into the mapped files."""

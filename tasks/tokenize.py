@@ -141,7 +141,9 @@ def write_token_shards(
         heldout = is_heldout(batch["doc_id"].to_list(), cfg.heldout_fraction, cfg.seed)
         texts = batch["text"].to_list()
         for split, mask in (("train", ~heldout), ("heldout", heldout)):
-            writers[split].add(encode([t for t, m in zip(texts, mask, strict=True) if m], tokenizer, eod))
+            writers[split].add(
+                encode([t for t, m in zip(texts, mask, strict=True) if m], tokenizer, eod)
+            )
             docs[split] += int(mask.sum())
     for writer in writers.values():
         writer.close()

@@ -1,0 +1,94 @@
+"""The typed pretraining config, and the DeepSpeed JSON built from it.
+
+Nothing is hand-written JSON: `deepspeed_config` turns a `PretrainConfig` into the dict that
+`deepspeed.initialize` takes (ZeRO stage and offload, precision, batch sizes, clipping, AdamW,
+warm-up then cosine learning rate).
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from model.gpt import PRESETS, GPTConfig
+
+
+class PretrainConfig(BaseModel, frozen=True, extra="forbid"):
+    """Model size, parallelism and optimisation of a pretraining run."""
+
+    preset: Literal["tiny", "125M", "350M", "1.3B"] = "tiny"
+    model: dict[str, Any] = Field(default_factory=dict, description="GPTConfig overrides")
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    offload_params: bool = Field(False, description="ZeRO stage 3 only")
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    micro_batch: int = Field(8, gt=0, description="sequences per rank per micro-batch")
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, gt=0)
+    max_steps: int = Field(300, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    log_every: int = Field(10, gt=0)
+    eval_every: int = Field(100, gt=0)
+    eval_batches: int | None = Field(None, gt=0, description="held-out batches per eval; all")
+    checkpoint_every: int = Field(100, gt=0)
+    seed: int = 1337
+    num_gpus: int = Field(2, gt=0, description="ranks per machine (processes on CPU)")
+    hostfile: str | None = None
+    peak_tflops: float | None = Field(None, gt=0, description="per device, for MFU")
+
+    @model_validator(mode="after")
+    def _model_keys_exist(self) -> "PretrainConfig":
+        self.gpt_config(vocab_size=256, seq_len=1)  # raises on an unknown model key
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("`offload_params` needs `zero_stage` 3")
+        return self
+
+    def gpt_config(self, vocab_size: int, seq_len: int) -> GPTConfig:
+        """The model: the preset, then `model` overrides, sized for the tokens."""
+        fields = {**PRESETS[self.preset], **self.model, "vocab_size": vocab_size}
+        fields["block_size"] = max(fields.get("block_size", seq_len), seq_len)
+        return GPTConfig(**fields)
+
+
+def use_bf16(cfg: PretrainConfig, on_gpu: bool, bf16_supported: bool) -> bool:
+    if cfg.precision == "bf16" and not bf16_supported:
+        raise ValueError("pretrain.precision: bf16 is not supported on this device")
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu and bf16_supported)
+
+
+def deepspeed_config(cfg: PretrainConfig, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed config dict for `cfg`."""
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if cfg.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": cfg.lr,
+                "betas": [0.9, 0.95],
+                "eps": 1e-8,
+                "weight_decay": cfg.weight_decay,
+            },
+        },
+        "scheduler": {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": cfg.max_steps,
+                "warmup_num_steps": cfg.warmup_steps,
+                "warmup_type": "linear",
+                "cos_min_ratio": cfg.min_lr_ratio,
+            },
+        },
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 1 << 30,  # refinery logs its own metrics
+        "wall_clock_breakdown": False,
+    }
