@@ -7,15 +7,17 @@ STAMP := $(VENV)/.installed
 IN ?= tests/data/sample
 OUT ?= data/shards
 CONFIG ?= infra/configs/sample.yaml
+RUN ?= data/runs/tiny
 
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards test test-all lint format deploy sample clean help
+.PHONY: setup shards pretrain test lint format deploy sample bench clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
+	@echo "make pretrain train the tiny model on those shards (2 CPU ranks, DeepSpeed ZeRO-2)"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff check and format check"
 	@echo "make deploy   register the Prefect deployments in infra/prefect.yaml"
@@ -38,6 +40,11 @@ $(STAMP): pyproject.toml infra/requirements.txt infra/constraints.txt
 shards: $(STAMP)
 	$(BIN)/refinery prepare --input $(IN) --output $(OUT) --config $(CONFIG)
 
+# Trains on the token shards `make shards` wrote; continues from the latest checkpoint if any.
+pretrain: $(STAMP)
+	@test -f $(OUT)/tokens/manifest.json || { echo "make pretrain: no token shards in $(OUT): run make shards first"; exit 2; }
+	$(BIN)/refinery pretrain --tokens $(OUT)/tokens --run $(RUN) --config $(CONFIG) --resume
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" --timeout 900
 
@@ -58,5 +65,9 @@ sample: $(STAMP)
 	@test -n "$(SHARED)" || { echo "make sample: set SHARED=<folder with the source data sets>"; exit 2; }
 	$(BIN)/python tests/data/make_sample.py --shared $(SHARED) --out tests/data/sample
 
+bench: $(STAMP)
+	$(BIN)/python bench/rerun.py
+	$(BIN)/python bench/loader.py
+
 clean:
-	rm -rf data/shards .pytest_cache
+	rm -rf data/shards data/runs .pytest_cache

@@ -66,14 +66,19 @@ def plot_loss(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def write_run_spec(tokens: Path, run_dir: Path, cfg: PretrainConfig) -> list[str]:
+    """Write `<run>/run.json` (what every rank reads) and return the launcher command."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"tokens": str(tokens.resolve()), "pretrain": cfg.model_dump(mode="json")}
+    write_json(spec, run_dir / "run.json")
+    return launcher_command(run_dir, cfg, free_port())
+
+
 @task(name="pretrain")
 def launch_training(tokens: Path, run_dir: Path, cfg: PretrainConfig) -> dict[str, Any]:
     """Run the DeepSpeed launcher to the end; its output goes to the flow's log."""
     logger = get_run_logger()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json({"tokens": str(tokens.resolve()), "pretrain": cfg.model_dump(mode="json")},
-               run_dir / "run.json")  # fmt: skip
-    command = launcher_command(run_dir, cfg, free_port())
+    command = write_run_spec(tokens, run_dir, cfg)
     logger.info("launching: %s", " ".join(command))
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

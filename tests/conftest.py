@@ -68,3 +68,26 @@ def mixed_corpus(tmp_path: Path) -> Path:
     )
     (root / "cut.jsonl.gz").write_bytes(good[: len(good) * 2 // 3])  # truncated member
     return root
+
+
+@pytest.fixture(scope="session")
+def token_dir(tmp_path_factory) -> Path:
+    """Token shards of the sample's Wikipedia paragraphs: vocabulary 512, 64-token sequences."""
+    from tasks.tokenize import TokenizeConfig, load_or_train_tokenizer, write_token_shards
+
+    root = tmp_path_factory.mktemp("text")
+    with gzip.open(SAMPLE / "wiki.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f]
+    import polars as pl
+
+    pl.DataFrame({"doc_id": [r["id"] for r in rows], "text": [r["text"] for r in rows]}).write_ipc(
+        root / "part-00000.arrow"
+    )
+    cfg = TokenizeConfig(vocab_size=512, seq_len=64, heldout_fraction=0.05, rows_per_shard=500)
+    tokens = root / "tokens"
+    tokenizer = load_or_train_tokenizer(cfg, [root / "part-00000.arrow"], tokens / "tokenizer.json")
+    manifest = write_token_shards([root / "part-00000.arrow"], tokenizer, cfg, tokens)
+    from shards.tokens import write_token_manifest
+
+    write_token_manifest(tokens, {**manifest, "fingerprint": "test"})
+    return tokens

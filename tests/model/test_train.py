@@ -1,0 +1,63 @@
+"""2-rank DeepSpeed runs on CPU (gloo), through the same launcher command the flow uses."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from model.ds_config import PretrainConfig
+from tasks.pretrain import read_metrics, write_run_spec
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 64}, "micro_batch": 4, "lr": 3e-3,
+         "warmup_steps": 5, "log_every": 1, "eval_every": 10, "seed": 5}  # fmt: skip
+
+
+def launch(tokens: Path, run: Path, **overrides) -> subprocess.Popen:
+    command = write_run_spec(tokens, run, PretrainConfig(**{**SMALL, **overrides}))
+    log = open(run / "log.txt", "a")  # noqa: SIM115 (closed by the process ending)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, run: Path) -> list[dict]:
+    assert proc.wait(timeout=600) == 0, (run / "log.txt").read_text()[-3000:]
+    return [r for r in read_metrics(run) if "loss" in r]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_loss_falls_with_zero_stage(token_dir, tmp_path, stage):
+    rows = finish(launch(token_dir, tmp_path, zero_stage=stage, max_steps=30), tmp_path)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < first - 0.5, (first, last)
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["step"] == 30 and final["perplexity"] < 512
+    assert (tmp_path / "checkpoints" / "step00000030").is_dir()
+
+
+def test_killed_run_resumes_with_the_same_batches_and_losses(token_dir, tmp_path):
+    settings = {"zero_stage": 2, "max_steps": 40, "checkpoint_every": 4}
+    whole = finish(launch(token_dir, tmp_path / "whole", **settings), tmp_path / "whole")
+
+    run = tmp_path / "killed"
+    proc = launch(token_dir, run, **settings)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "latest").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+    proc.wait()
+    resumed_from = int((run / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
+    assert resumed_from < 40
+    resumed = finish(launch(token_dir, run, **settings), run)
+
+    after = {r["step"]: r for r in resumed if r["step"] > resumed_from}
+    assert sorted(after) == list(range(resumed_from + 1, 41))
+    for r in whole:
+        if r["step"] in after:
+            assert r["batch_digest"] == after[r["step"]]["batch_digest"], r["step"]
+            assert r["loss"] == pytest.approx(after[r["step"]]["loss"], rel=1e-4, abs=1e-5)
