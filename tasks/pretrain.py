@@ -5,6 +5,7 @@ In: token shards (`tokens/`), a `PretrainConfig`. Out: `<run>/checkpoints/`, `me
 latest checkpoint when there is one.
 """
 
+import base64
 import json
 import socket
 import subprocess
@@ -100,9 +101,10 @@ def report_training(run_dir: Path, final: dict[str, Any]) -> None:
     plot_loss(rows, run_dir / "loss.png")
     table = [r for r in rows if "loss" in r]
     create_table_artifact(key="pretrain-metrics", table=table[-20:], description="Last steps")
+    png = base64.b64encode((run_dir / "loss.png").read_bytes()).decode()
     create_markdown_artifact(
         key="pretrain-summary",
         markdown=f"Step **{final['step']}**: held-out perplexity **{final['perplexity']:.2f}** "
-        f"(loss {final['eval_loss']:.4f}); checkpoint `{final['checkpoint']}`; "
-        f"loss curve `{run_dir / 'loss.png'}`.",
+        f"(loss {final['eval_loss']:.4f}); checkpoint `{final['checkpoint']}`.\n\n"
+        f"![loss curve](data:image/png;base64,{png})",
     )

@@ -38,6 +38,7 @@ def test_every_document_is_accounted_for(mixed_corpus, tmp_path):
         "langid",
         "quality",
         "shards",
+        "tokenize",
     ]
     names = list(stages)
     for before, after in itertools.pairwise(names):
@@ -95,6 +96,6 @@ def test_disabled_stages_leave_their_columns_null(mixed_corpus, tmp_path):
     out = tmp_path / "out"
     sets = ["langid.enabled=false", "quality.enabled=false", "minhash.enabled=false"]
     manifest = run(mixed_corpus, out, sets)
-    assert list(manifest["stages"]) == ["ingest", "normalize", "exact_dedup", "shards"]
+    assert list(manifest["stages"]) == ["ingest", "normalize", "exact_dedup", "shards", "tokenize"]
     shards = read_shards(out)
     assert shards["lang"].null_count() == shards.height

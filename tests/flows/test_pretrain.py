@@ -56,10 +56,9 @@ def test_cli_trains_a_tokenizer(tmp_path):
             to_shard_table(pl.DataFrame({"doc_id": [str(i) for i in range(200)], "text": texts}))
         )
     write_json({"shards": w.shards}, prepared / "manifest.json")
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "tokenizer", "train", "--input", str(prepared),
-         "--vocab-size", "300", "--output", str(tmp_path / "tok.json")], capture_output=True, text=True,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "flows.cli", "tokenizer", "train", "--input", str(prepared),
+               "--vocab-size", "300", "--output", str(tmp_path / "tok.json")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     tokenizer = Tokenizer.from_file(str(tmp_path / "tok.json"))
     assert tokenizer.get_vocab_size() == 300

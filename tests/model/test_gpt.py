@@ -57,7 +57,7 @@ def test_mask_tokens_targets_only_masked_positions():
 
 
 def test_padding_is_not_a_target():
-    x, y = clm_batch(torch.tensor([[5, 6, 1, 1]]), pad_id=1)
+    _, y = clm_batch(torch.tensor([[5, 6, 1, 1]]), pad_id=1)
     assert y.tolist() == [[6, IGNORE_INDEX, IGNORE_INDEX]]
 
 

@@ -37,7 +37,7 @@ def test_a_flipped_byte_is_reported_with_the_path(tmp_path):
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="part-00000.arrow: sha256 mismatch"):
+    with pytest.raises(ValueError, match=r"part-00000\.arrow: sha256 mismatch"):
         TokenShards(tmp_path, "train")
 
 
