@@ -13,10 +13,16 @@ from pathlib import Path
 from flows.config import ConfigError, load_config
 
 
+def runner_sets(args: argparse.Namespace) -> list[str]:
+    """`--runner`, `--workers` and `--dask-address` as `--set runner.*` overrides."""
+    flags = {"kind": args.runner, "workers": args.workers, "dask_address": args.dask_address}
+    return [f"runner.{key}={value}" for key, value in flags.items() if value is not None]
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from tasks.ingest import discover
 
-    cfg = load_config(args.config, args.sets, os.environ)
+    cfg = load_config(args.config, [*args.sets, *runner_sets(args)], os.environ)
     discover(args.input)  # a missing input fails here, before any work
     from flows.prepare import prepare
 
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one config value (repeatable)",
     )
+    p.add_argument("--runner", choices=["local", "process", "dask"], help="runner.kind")
+    p.add_argument("--workers", type=int, help="threads, processes or Dask workers")
+    p.add_argument("--dask-address", metavar="URL", help="an existing Dask scheduler")
     e = sub.add_parser("explain", help="where a document ended and why")
     e.add_argument("doc_id")
     e.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")

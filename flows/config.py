@@ -7,12 +7,14 @@ YAML, so `--set langid.allow='[en, zh]'` gives a list. Unknown keys and bad valu
 any work, with one line naming them.
 """
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from pydantic import BaseModel, Field, ValidationError
 
 from model.ds_config import PretrainConfig
 from tasks.exact_dedup import ExactDedupConfig
@@ -31,9 +33,33 @@ class ConfigError(ValueError):
     """A bad config file, key or value; the message is one line naming it."""
 
 
+class RunnerConfig(BaseModel, frozen=True, extra="forbid"):
+    """Where the partition tasks run: threads (`local`), processes, or a Dask cluster."""
+
+    kind: Literal["local", "process", "dask"] = "local"
+    workers: int | None = Field(None, gt=0, description="threads, processes or Dask workers")
+    dask_address: str | None = Field(None, description="an existing scheduler, tcp://host:8786")
+
+
+def task_runner(cfg: RunnerConfig) -> TaskRunner:
+    """The Prefect task runner for `cfg`: one process per core by default off `local`."""
+    workers = cfg.workers or os.cpu_count() or 1
+    if cfg.kind == "local":
+        return ThreadPoolTaskRunner(max_workers=cfg.workers)
+    if cfg.kind == "process":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask_address:
+        return DaskTaskRunner(address=cfg.dask_address)
+    # Worker processes with one thread each: the GIL never serialises two partitions.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
+
+
 class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
     """Every stage's config, in pipeline order (`pretrain` is the `pretrain` flow's)."""
 
+    runner: RunnerConfig = RunnerConfig()
     ingest: IngestConfig = IngestConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()

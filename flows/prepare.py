@@ -5,6 +5,7 @@ stage up to the shards is mapped over the input partitions; the two dedup stages
 over the whole run. tokenize streams the shards into packed token shards for `pretrain`.
 """
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFutureList
 from pydantic import BaseModel
 
-from flows.config import PipelineConfig
+from flows.config import PipelineConfig, task_runner
 from shards.writer import remove_temp_files
 from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
 from tasks.ingest import discover, ingest, plan_partitions
@@ -63,7 +65,29 @@ def prepare(
     output: str,
     config: PipelineConfig = PipelineConfig(),  # noqa: B008 (frozen, so safe to share)
 ) -> dict[str, Any]:
-    """Turn the documents under `inputs` into shards, a ledger and a manifest in `output`."""
+    """Turn the documents under `inputs` into shards, a ledger and a manifest in `output`.
+
+    The stages run as a subflow on the task runner that `config.runner` names, so scheduled
+    deployments and the command line honour the same setting.
+    """
+    if config.runner.kind != "local":
+        share_api_url()
+    stages = prepare_stages.with_options(task_runner=task_runner(config.runner))
+    return stages(inputs, output, config)
+
+
+def share_api_url() -> None:
+    """Point worker processes at this run's Prefect server. Without a server configured, the
+    run uses a temporary one that only this process knows of, and each worker process would
+    start a temporary server of its own; workers inherit the environment, so set it there."""
+    if not os.environ.get("PREFECT_API_URL"):
+        with get_client(sync_client=True) as client:
+            os.environ["PREFECT_API_URL"] = str(client.api_url)
+
+
+@flow(name="prepare-stages")
+def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> dict[str, Any]:
+    """The stages of `prepare`, in order (see the module docstring)."""
     cfg, out = config, Path(output)
     remove_temp_files(out)  # what a killed run was writing; it is written again below
     files, ignored = discover(inputs)
