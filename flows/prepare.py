@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.futures import PrefectFutureList
+from prefect.futures import PrefectFutureList, as_completed
 from pydantic import BaseModel
 
 from flows.config import PipelineConfig, task_runner
@@ -25,6 +25,7 @@ from tasks.langid import langid
 from tasks.minhash_dedup import cluster_signatures, minhash_dedup, sign_partition
 from tasks.normalize import normalize
 from tasks.partition import StageDir, fingerprint
+from tasks.progress import StageProgress
 from tasks.quality import quality
 from tasks.records import StageStats
 from tasks.tokenize import tokenize
@@ -52,11 +53,20 @@ class StageChain:
         return self.last
 
     def finish(self, futures: PrefectFutureList | StageStats) -> None:
-        """Merge a stage's partition stats and log its line."""
-        results = [futures] if isinstance(futures, StageStats) else futures.result()
-        stats = sum(results, StageStats(self.last.stage))
-        self.stats[self.last.stage] = (stats, time.perf_counter() - self._started)
-        get_run_logger().info(f"{stats.summary()} ({self.stats[self.last.stage][1]:.1f}s)")
+        """Merge a stage's partition stats as they come in, then log and publish them."""
+        stage = self.last.stage
+        stats = StageStats(stage)
+        if isinstance(futures, StageStats):
+            stats = futures
+        else:
+            with StageProgress(stage, len(futures)) as progress:
+                for done, future in enumerate(as_completed(futures), 1):
+                    stats += future.result()
+                    progress.update(done)
+        seconds = time.perf_counter() - self._started
+        self.stats[stage] = (stats, seconds)
+        get_run_logger().info(f"{stats.summary()} ({seconds:.1f}s)")
+        publish_stage(stats, seconds)
 
 
 @flow(name="prepare")
@@ -145,6 +155,17 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     )
     publish_summary(manifest, out)
     return manifest
+
+
+def publish_stage(stats: StageStats, seconds: float) -> None:
+    """A table artifact of one stage's counts, for the Prefect UI."""
+    row = {"in": stats.n_in, "kept": stats.kept, "seconds": round(seconds, 2),
+           "docs_per_sec": round(stats.n_in / seconds, 1) if seconds > 0 else None}  # fmt: skip
+    row |= {f"dropped: {r}": n for r, n in sorted(stats.dropped.items())}
+    row |= {f"quarantined: {r}": n for r, n in sorted(stats.quarantined.items())}
+    create_table_artifact(
+        key=f"stage-{stats.stage.replace('_', '-')}", table=[row], description=f"{stats.stage}"
+    )
 
 
 def publish_summary(manifest: dict[str, Any], out: Path) -> None:

@@ -7,6 +7,7 @@ latest checkpoint when there is one.
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from model.ds_config import PretrainConfig
 from shards.writer import atomic_path, write_json
+from tasks.progress import StageProgress
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent.parent / "model" / "train.py"
 
@@ -81,14 +83,18 @@ def launch_training(tokens: Path, run_dir: Path, cfg: PretrainConfig) -> dict[st
     logger = get_run_logger()
     command = write_run_spec(tokens, run_dir, cfg)
     logger.info("launching: %s", " ".join(command))
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as p:
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    with (
+        StageProgress("pretrain", cfg.max_steps, unit="steps") as progress,
+        subprocess.Popen(command, **pipe) as p,  # type: ignore[call-overload]
+    ):
         tail: list[str] = []
-        for line in p.stdout:  # type: ignore[union-attr]
+        for line in p.stdout:
             tail = [*tail[-40:], line.rstrip()]
             if line.startswith("[train]"):
                 logger.info(line.rstrip())
+                if (step := re.match(r"\[train\] step=(\d+) loss", line)) is not None:
+                    progress.update(int(step.group(1)))
     if p.returncode != 0:
         raise RuntimeError(f"training failed (exit {p.returncode}):\n" + "\n".join(tail))
     return json.loads((run_dir / "final.json").read_text())

@@ -8,7 +8,7 @@ are read batch by batch, so memory stays bounded whatever the corpus size.
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from shards.reader import read_manifest
 from shards.tokens import TokenShardWriter, token_dtype, write_token_manifest
 from shards.writer import atomic_path, sha256_file
+from tasks.progress import StageProgress
 from tasks.records import StageStats
 
 STAGE = "tokenize"
@@ -114,7 +115,8 @@ def tokenize(
     start = time.perf_counter()
     paths = [out_dir / s["path"] for s in shards]
     tokenizer = load_or_train_tokenizer(cfg, paths, root / "tokenizer.json")
-    manifest = write_token_shards(paths, tokenizer, cfg, root)
+    with StageProgress(STAGE, len(paths), unit="text shards") as progress:
+        manifest = write_token_shards(paths, tokenizer, cfg, root, progress.update)
     manifest["fingerprint"] = fingerprint
     write_token_manifest(root, manifest)
     stats = StageStats(STAGE, manifest["documents"], manifest["documents"])
@@ -123,9 +125,16 @@ def tokenize(
 
 
 def write_token_shards(
-    paths: list[Path], tokenizer: Tokenizer, cfg: TokenizeConfig, root: Path
+    paths: list[Path],
+    tokenizer: Tokenizer,
+    cfg: TokenizeConfig,
+    root: Path,
+    on_shard: Callable[[int], None] = lambda done: None,
 ) -> dict[str, Any]:
-    """Stream the documents into the train and held-out writers; return the token manifest."""
+    """Stream the documents into the train and held-out writers; return the token manifest.
+
+    `on_shard(n)` is called after each text shard, with the number done so far.
+    """
     vocab, eod, pad = (
         tokenizer.get_vocab_size(),
         tokenizer.token_to_id(EOD),
@@ -137,14 +146,15 @@ def write_token_shards(
         for split in ("train", "heldout")
     }
     docs = {"train": 0, "heldout": 0}
-    for batch in iter_texts(paths):
-        heldout = is_heldout(batch["doc_id"].to_list(), cfg.heldout_fraction, cfg.seed)
-        texts = batch["text"].to_list()
-        for split, mask in (("train", ~heldout), ("heldout", heldout)):
-            writers[split].add(
-                encode([t for t, m in zip(texts, mask, strict=True) if m], tokenizer, eod)
-            )
-            docs[split] += int(mask.sum())
+    for done, path in enumerate(paths, 1):
+        for batch in iter_texts([path]):
+            heldout = is_heldout(batch["doc_id"].to_list(), cfg.heldout_fraction, cfg.seed)
+            texts = batch["text"].to_list()
+            for split, mask in (("train", ~heldout), ("heldout", heldout)):
+                chosen = [t for t, m in zip(texts, mask, strict=True) if m]
+                writers[split].add(encode(chosen, tokenizer, eod))
+                docs[split] += int(mask.sum())
+        on_shard(done)
     for writer in writers.values():
         writer.close()
     return {
