@@ -8,18 +8,24 @@ IN ?= tests/data/sample
 OUT ?= data/shards
 CONFIG ?= infra/configs/sample.yaml
 RUN ?= data/runs/tiny
+PREFECT_PORT ?= 4200
+PREFECT_HOME_DIR ?= data/prefect
+POOL ?= refinery-process
+API := http://127.0.0.1:$(PREFECT_PORT)/api
 
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test lint format deploy sample bench clean help
+.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
 	@echo "make pretrain train the tiny model on those shards (2 CPU ranks, DeepSpeed ZeRO-2)"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff check and format check"
+	@echo "make server   start a local Prefect server (UI http://127.0.0.1:4200); server-stop stops it"
+	@echo "make worker   start a process worker for the deployments"
 	@echo "make deploy   register the Prefect deployments in infra/prefect.yaml"
 	@echo "make setup    create .venv with the pinned dependencies (done by shards/test when needed)"
 
@@ -56,8 +62,18 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+server: $(STAMP)
+	$(BIN)/python -m flows.server start --port $(PREFECT_PORT) --home $(PREFECT_HOME_DIR)
+
+server-stop:
+	$(BIN)/python -m flows.server stop --home $(PREFECT_HOME_DIR)
+
+worker: $(STAMP)
+	PREFECT_API_URL=$(API) $(BIN)/prefect worker start --pool $(POOL) --type process
+
 deploy: $(STAMP)
-	$(BIN)/prefect deploy --all --prefect-file infra/prefect.yaml
+	PREFECT_API_URL=$(API) $(BIN)/prefect work-pool create $(POOL) --type process --overwrite
+	PREFECT_API_URL=$(API) $(BIN)/prefect --no-prompt deploy --all --prefect-file infra/prefect.yaml
 
 # Rebuild the bundled sample corpus from the source data sets named in tests/data/NOTICE
 # (not needed to use refinery): make sample SHARED=/path/to/data

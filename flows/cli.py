@@ -65,6 +65,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from tasks.report import build_report
+
+    print(f"refinery: report at {build_report(args.output)}")
+    return 0
+
+
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     from shards.reader import read_manifest
     from shards.writer import atomic_path
@@ -127,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     v = sub.add_parser("verify", help="check every shard against the manifest's sha256")
     v.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    rp = sub.add_parser("report", help="plots and an HTML page of a finished output")
+    rp.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     t = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(
         dest="action", required=True
     )
@@ -150,6 +159,7 @@ COMMANDS = {
     "prepare": cmd_prepare,
     "explain": cmd_explain,
     "verify": cmd_verify,
+    "report": cmd_report,
     "tokenizer": cmd_tokenizer,
     "pretrain": cmd_pretrain,
 }

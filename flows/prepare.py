@@ -28,6 +28,7 @@ from tasks.partition import StageDir, fingerprint
 from tasks.progress import StageProgress
 from tasks.quality import quality
 from tasks.records import StageStats
+from tasks.report import write_report
 from tasks.tokenize import tokenize
 from tasks.write_shards import publish_ledger, write_run_manifest, write_shards
 
@@ -153,7 +154,8 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     manifest = write_run_manifest(
         out, run_id, cfg.model_dump(mode="json"), inputs_info, shards, chain.stats
     )
-    publish_summary(manifest, out)
+    report = write_report(out)
+    publish_summary(manifest, out, report)
     return manifest
 
 
@@ -168,7 +170,7 @@ def publish_stage(stats: StageStats, seconds: float) -> None:
     )
 
 
-def publish_summary(manifest: dict[str, Any], out: Path) -> None:
+def publish_summary(manifest: dict[str, Any], out: Path, report: Path) -> None:
     """Show the per-stage counts and totals in the Prefect UI."""
     rows = [
         {
@@ -187,5 +189,6 @@ def publish_summary(manifest: dict[str, Any], out: Path) -> None:
         key="prepare-summary",
         markdown=f"**{t['kept']}** of {t['documents']} documents kept in "
         f"{len(manifest['shards'])} shards at `{out}`; {t['dropped']} dropped, "
-        f"{t['quarantined']} quarantined (see `{out / 'ledger'}`).",
+        f"{t['quarantined']} quarantined (see `{out / 'ledger'}`).\n\n"
+        f"Report: [{report}]({report.resolve().as_uri()})",
     )

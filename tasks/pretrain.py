@@ -49,14 +49,12 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def plot_loss(rows: list[dict[str, Any]], path: Path) -> None:
     """Training and held-out loss against step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display
 
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     heldout = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss")
     if heldout:
@@ -66,7 +64,6 @@ def plot_loss(rows: list[dict[str, Any]], path: Path) -> None:
     ax.legend()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_run_spec(tokens: Path, run_dir: Path, cfg: PretrainConfig) -> list[str]:

@@ -7,7 +7,9 @@ trained on a bounded sample of the shards unless `tokenizer` names a tokenizer.j
 are read batch by batch, so memory stays bounded whatever the corpus size.
 """
 
+import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,12 @@ class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
     rows_per_shard: int = Field(32768, gt=0)
 
 
-def iter_texts(shard_paths: list[Path], batch_rows: int = 1024) -> Iterator[pl.DataFrame]:
-    """doc_id and text of the shards, in order, a batch at a time."""
+def iter_texts(
+    shard_paths: list[Path], batch_rows: int = 1024, columns: tuple[str, ...] = ("doc_id", "text")
+) -> Iterator[pl.DataFrame]:
+    """`columns` of the shards, in order, a batch at a time."""
     for path in shard_paths:
-        frame = pl.scan_ipc(path).select("doc_id", "text")
+        frame = pl.scan_ipc(path).select(columns)
         total = frame.select(pl.len()).collect().item()
         for offset in range(0, total, batch_rows):
             yield frame.slice(offset, batch_rows).collect()
@@ -71,14 +75,21 @@ def is_heldout(doc_ids: list[str], fraction: float, seed: int) -> np.ndarray:
     return np.array([xxhash.xxh3_64_intdigest(d.encode(), seed) < cut for d in doc_ids], bool)
 
 
-def encode(texts: list[str], tokenizer: Tokenizer, eod_id: int) -> np.ndarray:
-    """Token ids of `texts`, each document followed by the end-of-document token."""
-    if not texts:
-        return np.zeros(0, dtype=np.int64)
-    ids = [
-        np.append(np.asarray(e.ids, dtype=np.int64), eod_id) for e in tokenizer.encode_batch(texts)
-    ]
-    return np.concatenate(ids)
+def encode(texts: list[str], tokenizer: Tokenizer, eod_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of `texts`, each document followed by the end-of-document token, and each
+    document's token count."""
+    docs = [[*e.ids, eod_id] for e in tokenizer.encode_batch(texts)]
+    lengths = np.array([len(d) for d in docs], dtype=np.int64)
+    flat = itertools.chain.from_iterable(docs)
+    return np.fromiter(flat, dtype=np.int64, count=int(lengths.sum())), lengths
+
+
+def dict_sum(keys: list[str], values: np.ndarray) -> dict[str, int]:
+    """Sum `values` by `keys`."""
+    out: dict[str, int] = {}
+    for key, value in zip(keys, values.tolist(), strict=True):
+        out[key] = out.get(key, 0) + value
+    return out
 
 
 def load_or_train_tokenizer(cfg: TokenizeConfig, shard_paths: list[Path], dest: Path) -> Tokenizer:
@@ -146,14 +157,18 @@ def write_token_shards(
         for split in ("train", "heldout")
     }
     docs = {"train": 0, "heldout": 0}
+    tokens_per_lang: Counter[str] = Counter()
     for done, path in enumerate(paths, 1):
-        for batch in iter_texts([path]):
+        for batch in iter_texts([path], columns=("doc_id", "text", "lang")):
             heldout = is_heldout(batch["doc_id"].to_list(), cfg.heldout_fraction, cfg.seed)
-            texts = batch["text"].to_list()
+            texts, langs = batch["text"].to_list(), batch["lang"].fill_null("unknown").to_list()
             for split, mask in (("train", ~heldout), ("heldout", heldout)):
-                chosen = [t for t, m in zip(texts, mask, strict=True) if m]
-                writers[split].add(encode(chosen, tokenizer, eod))
+                ids, lengths = encode([t for t, m in zip(texts, mask, strict=True) if m],
+                                      tokenizer, eod)  # fmt: skip
+                writers[split].add(ids)
                 docs[split] += int(mask.sum())
+                tokens_per_lang.update(dict_sum([g for g, m in zip(langs, mask, strict=True) if m],
+                                                lengths))  # fmt: skip
         on_shard(done)
     for writer in writers.values():
         writer.close()
@@ -164,6 +179,7 @@ def write_token_shards(
         "special_tokens": {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS},
         "tokenizer_sha256": sha256_file(root / "tokenizer.json"),
         "documents": sum(docs.values()),
+        "tokens_per_lang": dict(tokens_per_lang.most_common()),
         "splits": {
             split: {
                 "documents": docs[split],

@@ -80,9 +80,9 @@ def token_dir(tmp_path_factory) -> Path:
         rows = [json.loads(line) for line in f]
     import polars as pl
 
-    pl.DataFrame({"doc_id": [r["id"] for r in rows], "text": [r["text"] for r in rows]}).write_ipc(
-        root / "part-00000.arrow"
-    )
+    frame = {"doc_id": [r["id"] for r in rows], "text": [r["text"] for r in rows],
+             "lang": [r["lang_hint"] for r in rows]}  # fmt: skip
+    pl.DataFrame(frame).write_ipc(root / "part-00000.arrow")
     cfg = TokenizeConfig(vocab_size=512, seq_len=64, heldout_fraction=0.05, rows_per_shard=500)
     tokens = root / "tokens"
     tokenizer = load_or_train_tokenizer(cfg, [root / "part-00000.arrow"], tokens / "tokenizer.json")

@@ -19,8 +19,9 @@ def test_byte_level_bpe_round_trips_any_text_and_has_special_tokens():
 def test_documents_are_joined_by_the_end_of_document_token():
     tokenizer = train_tokenizer(iter(TEXTS * 20), vocab_size=300)
     eod = tokenizer.token_to_id(EOD)
-    ids = encode(TEXTS[:2], tokenizer, eod)
+    ids, lengths = encode(TEXTS[:2], tokenizer, eod)
     assert (ids == eod).sum() == 2 and ids[-1] == eod
+    assert lengths.sum() == len(ids) and ids[lengths[0] - 1] == eod
 
 
 def test_heldout_choice_is_stable_and_about_the_fraction():
