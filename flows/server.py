@@ -36,7 +36,8 @@ def start(port: int, home: Path, env: dict[str, str] | None = None) -> subproces
     """Start `prefect server start` on 127.0.0.1:`port` in its own process group."""
     home.mkdir(parents=True, exist_ok=True)
     environ = {**os.environ, "PREFECT_HOME": str(home.resolve()), "DO_NOT_TRACK": "1",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}  # fmt: skip
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api", **(env or {})}  # fmt: skip
     environ.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                "--port", str(port)]  # fmt: skip
