@@ -60,13 +60,34 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
     proc.wait()
 
 
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    """An uninterrupted run on the sample with the default (thread) runner."""
+    out = tmp_path_factory.mktemp("clean")
+    result = refinery("prepare", "--input", "tests/data/sample", "--output", str(out), *SMALL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def assert_same_shards(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.glob("part-*.arrow"))
+    assert names and names == sorted(p.name for p in b.glob("part-*.arrow"))
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_shards(tmp_path):
+def test_dask_runner_gives_the_same_shards(clean, tmp_path):
+    out = tmp_path / "dask"
+    result = refinery("prepare", "--input", "tests/data/sample", "--output", str(out), *SMALL,
+                      "--runner", "dask", "--workers", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_shards(clean, out)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_shards(clean, tmp_path):
     corpus = Path("tests/data/sample")
-    clean = tmp_path / "clean"
-    assert (
-        refinery("prepare", "--input", str(corpus), "--output", str(clean), *SMALL).returncode == 0
-    )
 
     out = tmp_path / "killed"
     proc = start(out, corpus)
@@ -75,10 +96,7 @@ def test_killed_run_resumes_to_the_same_shards(tmp_path):
     resumed = refinery("prepare", "--input", str(corpus), "--output", str(out), *SMALL)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
-    shards = sorted(p.name for p in clean.glob("part-*.arrow"))
-    assert shards == sorted(p.name for p in out.glob("part-*.arrow"))
-    for name in shards:
-        assert (clean / name).read_bytes() == (out / name).read_bytes(), name
+    assert_same_shards(clean, out)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
     hit = refinery("explain", "dup-exact-000", "--output", str(out))
