@@ -1,11 +1,11 @@
 """Where a stage's work lives on disk, and how a partition is skipped once it is done.
 
-Each stage writes under `<out>/work/<stage>-<fingerprint>/`, where the fingerprint hashes the
-stage's config and its upstream stage's fingerprint: changing one stage's config gives it (and
-every stage after it) a fresh directory, while the stages before it are found done. Per
-partition a stage writes `<part>.arrow` (kept rows), `<part>.ledger.arrow` (removed rows) and,
-last, `<part>.stats.json`: the stats file is the completion marker, so a partition killed half
-way is simply computed again.
+Each stage writes into `<stage>-<fingerprint>` in the output's `work` folder, where the
+fingerprint hashes the stage's config and its upstream stage's fingerprint: changing one
+stage's config gives it (and every stage after it) a fresh directory, while the stages
+before it are found done. Per partition a stage writes `<part>.arrow` (kept rows),
+`<part>.ledger.arrow` (removed rows) and, last, `<part>.stats.json`: the stats file is the
+completion marker, so a partition killed half way is simply computed again.
 """
 
 import hashlib
