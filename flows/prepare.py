@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
@@ -22,7 +23,13 @@ from shards.writer import remove_temp_files
 from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
 from tasks.ingest import discover, ingest, plan_partitions
 from tasks.langid import langid
-from tasks.minhash_dedup import cluster_signatures, minhash_dedup, sign_partition
+from tasks.minhash_dedup import (
+    ClusterInputs,
+    cluster_pairs,
+    find_pairs,
+    minhash_dedup,
+    sign_partition,
+)
 from tasks.normalize import normalize
 from tasks.partition import StageDir, fingerprint
 from tasks.progress import StageProgress
@@ -120,9 +127,12 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
         chain.finish(exact_dedup.map(names, unmapped(src), unmapped(dst)))
 
     if cfg.minhash.enabled:
-        src, dst = chain.last, chain.start("minhash", cfg.minhash)
+        src, dst = chain.last, chain.start("minhash", minhash_key(cfg))
         sign_partition.map(names, unmapped(src), unmapped(dst), unmapped(cfg.minhash)).result()
-        cluster_signatures(dst, names, cfg.minhash)
+        groups = cfg.minhash.band_groups()
+        find_pairs.map(range(len(groups)), groups, unmapped(dst), unmapped(names),
+                       unmapped(cfg.minhash)).result()  # fmt: skip
+        cluster_pairs(ClusterInputs(src, dst, names, cfg.quality, cfg.langid), cfg.minhash)
         chain.finish(minhash_dedup.map(names, unmapped(src), unmapped(dst)))
 
     if cfg.langid.enabled:
@@ -157,6 +167,17 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     report = write_report(out)
     publish_summary(manifest, out, report)
     return manifest
+
+
+def minhash_key(cfg: PipelineConfig) -> dict[str, Any]:
+    """What the minhash stage's results depend on: its config, the quality rules and language
+    model it uses, and the polars version (its string hash shapes the shingle hashes)."""
+    key: dict[str, Any] = {"config": cfg.minhash.model_dump(mode="json"), "polars": pl.__version__}
+    if cfg.minhash.keep == "quality":
+        key["quality"] = cfg.quality.model_dump(mode="json")
+    if cfg.minhash.same_language:
+        key["langid"] = {"model": cfg.langid.model, "max_chars": cfg.langid.max_chars}
+    return key
 
 
 def publish_stage(stats: StageStats, seconds: float) -> None:

@@ -6,7 +6,7 @@ Every file refinery writes (work partitions, shards, ledger) is an Arrow IPC fil
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DOC_ID = "doc_id"
 TEXT = "text"
@@ -15,6 +15,8 @@ URL = "url"
 TITLE = "title"
 LANG = "lang"
 LANG_SCORE = "lang_score"
+# How many input documents a kept one stands for: itself and its exact and near duplicates.
+CLUSTER_SIZE = "cluster_size"
 
 # Gopher quality signals, one column each, so shards can be re-filtered without recomputing.
 QUALITY_SIGNALS = (
@@ -36,6 +38,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field(TEXT, pa.large_string(), nullable=False),
         pa.field(LANG, pa.string()),
         pa.field(LANG_SCORE, pa.float32()),
+        pa.field(CLUSTER_SIZE, pa.uint32()),
         *[pa.field(name, pa.float32()) for name in QUALITY_SIGNALS],
     ],
     metadata={"refinery.schema_version": str(SCHEMA_VERSION)},

@@ -39,9 +39,13 @@ def remove_temp_files(root: Path) -> int:
     return len(stale)
 
 
-def write_table(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` as a zstd-compressed Arrow IPC file, atomically."""
-    with atomic_path(path) as tmp, ipc.new_file(tmp, table.schema, options=_IPC_OPTIONS) as w:
+def write_table(table: pa.Table, path: Path, compression: str | None = "zstd") -> None:
+    """Write `table` to `path` as an Arrow IPC file, atomically.
+
+    Uncompressed files (`compression=None`) can be memory-mapped without copying.
+    """
+    options = _IPC_OPTIONS if compression == "zstd" else ipc.IpcWriteOptions(compression=None)
+    with atomic_path(path) as tmp, ipc.new_file(tmp, table.schema, options=options) as w:
         w.write_table(table)
 
 

@@ -1,6 +1,7 @@
 """Exact dedup: drop documents whose normalized text another document already has.
 
-In: doc_id, text. Out: the same rows, less exact duplicates (dropped with `duplicate_of`).
+In: doc_id, text. Out: the same rows, less exact duplicates (dropped with `duplicate_of`),
+with `cluster_size`: how many documents had the kept one's text.
 Runs as map (hash each partition), reduce (group the hashes of the whole run) and map (drop):
 no step holds more than one partition's text. Of each group the smallest doc_id is kept, so
 the answer does not depend on partitioning or input order.
@@ -34,19 +35,24 @@ def content_keys(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def find_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
-    """Rows that repeat an earlier text.
+    """The rows of every group of documents with the same text.
 
     Args:
         keys: `part`, `row`, doc_id and `digest` of every document of the run.
 
     Returns:
-        `part`, `row` and `duplicate_of` (the kept doc_id) for every row to drop.
+        `part`, `row`, `duplicate_of` (the kept doc_id; null for the kept row itself) and
+        `cluster_size` (the group's size) of every row in a group of two or more.
     """
     ordered = keys.sort(DOC_ID, "part", "row")
+    first = pl.int_range(pl.len()).over("digest") == 0
     return (
-        ordered.with_columns(duplicate_of=pl.col(DOC_ID).first().over("digest"))
-        .filter(pl.int_range(pl.len()).over("digest") > 0)
-        .select("part", pl.col("row").cast(pl.UInt32), "duplicate_of")
+        ordered.with_columns(
+            duplicate_of=pl.when(first).then(None).otherwise(pl.col(DOC_ID).first().over("digest")),
+            cluster_size=pl.len().over("digest").cast(pl.UInt32),
+        )
+        .filter(pl.col("cluster_size") > 1)
+        .select("part", pl.col("row").cast(pl.UInt32), "duplicate_of", "cluster_size")
     )
 
 

@@ -57,13 +57,20 @@ def model_input(texts: pl.Series, max_chars: int) -> list[str]:
     return texts.str.slice(0, max_chars).str.replace_all(r"\s+", " ").to_list()
 
 
+def languages(texts: pl.Series, model: Any, max_chars: int) -> pl.DataFrame:
+    """The top label (`lang`) and its probability (`lang_score`) of each text."""
+    labels, scores = model.predict(model_input(texts, max_chars), k=1)
+    return pl.DataFrame(
+        [
+            pl.Series(LANG, [lab[0].removeprefix("__label__") for lab in labels], pl.String),
+            pl.Series(LANG_SCORE, [float(s[0]) for s in scores], dtype=pl.Float32),
+        ]
+    )
+
+
 def detect_language(df: pl.DataFrame, cfg: LangIdConfig, model: Any) -> StageResult:
     """Label each document's language and drop those not wanted."""
-    labels, scores = model.predict(model_input(df[TEXT], cfg.max_chars), k=1)
-    out = df.with_columns(
-        pl.Series(LANG, [lab[0].removeprefix("__label__") for lab in labels], dtype=pl.String),
-        pl.Series(LANG_SCORE, [float(s[0]) for s in scores], dtype=pl.Float32),
-    )
+    out = df.with_columns(languages(df[TEXT], model, cfg.max_chars))
     rules = [
         Rule(
             NOT_ALLOWED,

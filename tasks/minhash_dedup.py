@@ -1,44 +1,74 @@
-"""MinHash near-duplicate removal.
+"""MinHash near-duplicate removal, as four steps the flow spreads over workers.
 
-In: doc_id, text. Out: the same rows, less near-duplicates (dropped with `duplicate_of`).
-Three steps, like exact dedup: signatures per partition (map), LSH buckets and connected
-components over the whole run (reduce, on signatures only, never text), and the drop (map).
-Signatures equal those of `datasketch.MinHash(num_perm, seed, hashfunc=hash_shingle)` (its
-default "affine32" scheme) fed the same shingles. Word n-grams are used for scripts written
-with spaces, character n-grams for Chinese, Japanese, Thai and other scripts without them.
+In: doc_id, text (and `cluster_size` from exact dedup). Out: the same rows, less
+near-duplicates (dropped with `duplicate_of`), and `cluster_size`: how many input documents
+the kept one stands for, so a trainer can re-weight duplicated content later.
+
+1. sign (map, per partition): MinHash signatures (`tasks/minhash_sketch.py`) and LSH band
+   keys, written uncompressed to `<part>.keys.arrow` so later steps memory-map them.
+2. pairs (reduce, per group of bands): buckets of each band give candidate pairs, verified
+   against the threshold by estimated Jaccard (`tasks/minhash_cluster.py`).
+3. cluster (reduce): pairs whose documents fastText puts in different languages are
+   translations, not duplicates, and are dropped; connected components over the rest are
+   the clusters. The kept document of each is the one with the highest quality score (the
+   share of Gopher rules it passes), then the smallest doc_id. Only the text of documents in
+   pairs is read, one partition at a time.
+4. filter (map, per partition): drop the others with `duplicate_of`.
+No step holds the run's text, and only step 2 touches every signature, one band at a time.
 """
 
-import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import xxhash
-from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 from prefect import task
 from pydantic import BaseModel, Field, model_validator
 
 from shards.reader import read_frame
-from shards.schema import DOC_ID, TEXT
+from shards.schema import CLUSTER_SIZE, DOC_ID, LANG, TEXT
 from shards.writer import write_table
+from tasks.langid import LangIdConfig, languages, load_model
+from tasks.minhash_cluster import (
+    SignatureStore,
+    band_keys,
+    bucket_pairs,
+    connected_components,
+    make_refs,
+    split_refs,
+    verified_pairs,
+)
+from tasks.minhash_sketch import signatures
 from tasks.partition import StageDir, run_partition
+from tasks.quality import QualityConfig, quality_score
 from tasks.records import StageStats, drop_duplicates
 
 STAGE = "minhash"
 
 
 class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
-    """MinHash + LSH parameters; `bands` x `rows` come from the threshold unless both are set."""
+    """MinHash + LSH parameters; `bands` x `rows` come from the threshold unless both are set.
+
+    The defaults catch copies with up to about 10 % of their words edited (word 3-grams,
+    Jaccard 0.5) while leaving distinct documents alone; see bench/dedup.py.
+    """
 
     enabled: bool = True
-    threshold: float = Field(0.8, gt=0, lt=1)
+    threshold: float = Field(0.5, gt=0, lt=1, description="Jaccard similarity of duplicates")
     num_perm: int = Field(128, ge=16, le=1024)
-    ngram: int = Field(5, ge=1, description="word n-gram size for spaced scripts")
-    char_ngram: int = Field(5, ge=1, description="character n-gram size for unspaced scripts")
+    ngram: int = Field(3, ge=1, description="words per shingle for spaced scripts")
+    char_ngram: int = Field(3, ge=1, description="characters per shingle for unspaced scripts")
     seed: int = 1
     bands: int | None = Field(None, ge=1)
     rows: int | None = Field(None, ge=1)
-    verify: bool = True
+    verify: bool = Field(True, description="drop candidate pairs below the threshold")
+    keep: Literal["quality", "doc_id"] = "quality"
+    same_language: bool = Field(True, description="pairs in two languages are not duplicates")
+    band_tasks: int = Field(4, ge=1, description="parallel tasks of the bucket step")
 
     @model_validator(mode="after")
     def _bands_fit(self) -> "MinhashConfig":
@@ -49,149 +79,168 @@ class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
         return self
 
     def lsh_params(self) -> tuple[int, int]:
+        """(bands, rows): as set, else datasketch's choice for the threshold.
+
+        False negatives weigh more than false positives because verification removes the
+        latter.
+        """
         if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
-        return _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
+        weights = (0.1, 0.9) if self.verify else (0.5, 0.5)
+        return _optimal_param(self.threshold, self.num_perm, *weights)
+
+    def band_groups(self) -> list[list[int]]:
+        """The bands, split into `band_tasks` groups."""
+        bands = self.lsh_params()[0]
+        return [g.tolist() for g in np.array_split(np.arange(bands), self.band_tasks) if len(g)]
 
 
 DUPLICATE = "minhash_duplicate"
 
-_SCHEME = "affine32"  # datasketch's default: fmix32 pre-mix, then a * h + b mod 2^32
-_MAX_HASH = np.uint32((1 << 32) - 1)
-_UNSPACED = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]"
-)
-_PUNCT = re.compile(r"[^\w\s]+")
+
+def doc_keys(doc_ids: pl.Series) -> np.ndarray:
+    """A 64-bit hash of each doc_id: which bucket member anchors its pairs."""
+    return np.fromiter((xxhash.xxh3_64_intdigest(d.encode()) for d in doc_ids), np.uint64,
+                       len(doc_ids))  # fmt: skip
 
 
-def shingles(text: str, ngram: int, char_ngram: int) -> list[bytes]:
-    """Lower-cased, punctuation-free n-grams: words, or characters for unspaced scripts."""
-    text = _PUNCT.sub(" ", text.lower())
-    unspaced = len(_UNSPACED.findall(text)) > 0.3 * max(1, len(text) - text.count(" "))
-    if unspaced:
-        chars = "".join(text.split())
-        n = min(char_ngram, max(1, len(chars)))
-        grams = {chars[i : i + n] for i in range(len(chars) - n + 1)}
-    else:
-        words = text.split()
-        n = min(ngram, max(1, len(words)))
-        grams = {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
-    return [g.encode() for g in sorted(grams)]
+def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
+    """Signatures, band keys and keeper inputs of one partition's rows."""
+    sigs = signatures(df[TEXT].to_arrow(), cfg.num_perm, cfg.seed, cfg.ngram, cfg.char_ngram)
+    bands, rows = cfg.lsh_params()
+    keys = band_keys(sigs, bands, rows)
+    weight = df[CLUSTER_SIZE] if CLUSTER_SIZE in df.columns else pl.repeat(1, df.height)
+    columns = {
+        DOC_ID: df[DOC_ID].to_arrow(),
+        "doc_key": pa.array(doc_keys(df[DOC_ID])),
+        "weight": pl.Series(weight).cast(pl.UInt32).to_arrow(),
+        "empty": pa.array((sigs == np.uint32(0xFFFFFFFF)).all(axis=1)),
+        "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), cfg.num_perm),
+    }
+    columns |= {f"band{b:03d}": pa.array(keys[:, b]) for b in range(bands)}
+    return pa.table(columns)
 
 
-def hash_shingle(shingle: bytes) -> int:
-    """The 32-bit hash MinHash permutes (pass as datasketch's `hashfunc` to compare)."""
-    return xxhash.xxh32_intdigest(shingle)
+def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> np.ndarray:
+    """Candidate pairs (refs) from `bands`, verified unless `cfg.verify` is off."""
+    columns = ["doc_key", "empty"]
+    meta = [read_frame(f, columns) for f in keys_files]
+    refs = np.concatenate([make_refs(i, m.height) for i, m in enumerate(meta)])
+    doc_key = np.concatenate([m["doc_key"].to_numpy() for m in meta])
+    signed = ~np.concatenate([m["empty"].to_numpy() for m in meta])
+    found = [np.empty((0, 2), np.uint64)]
+    for b in bands:
+        keys = np.concatenate([mapped_matrix_column(f, f"band{b:03d}") for f in keys_files])
+        found.append(bucket_pairs(keys[signed], doc_key[signed], refs[signed]))
+    pairs = np.unique(np.concatenate(found), axis=0)
+    if cfg.verify and len(pairs):
+        pairs = verified_pairs(pairs, SignatureStore.open(keys_files), cfg.threshold)
+    return pairs
 
 
-def fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer (uint32 arithmetic wraps, as intended)."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
+def mapped_matrix_column(path: Path, column: str) -> np.ndarray:
+    """One plain column of an uncompressed Arrow IPC file, zero-copy."""
+    return read_frame(path, [column])[column].to_numpy()
 
 
-def signatures(texts: list[str], cfg: MinhashConfig) -> np.ndarray:
-    """MinHash signatures, (n_docs, num_perm) uint32, as datasketch computes them."""
-    a, b = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme=_SCHEME).permutations
-    out = np.full((len(texts), cfg.num_perm), _MAX_HASH, dtype=np.uint32)
-    for i, text in enumerate(texts):
-        grams = shingles(text, cfg.ngram, cfg.char_ngram)
-        if grams:
-            hv = fmix32(np.array([hash_shingle(g) for g in grams], dtype=np.uint32))[:, None]
-            out[i] = (hv * a + b).min(axis=0)  # (S, num_perm) -> (num_perm,)
-    return out
-
-
-def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """One 64-bit bucket key per document and band, (n_docs, bands)."""
-    keys = np.zeros((sigs.shape[0], bands), dtype=np.uint64)
-    for r in range(rows):  # polynomial mix; uint64 arithmetic wraps, which is what we want
-        keys = keys * np.uint64(0x9E3779B97F4A7C15) + sigs[:, r::rows][:, :bands].astype(np.uint64)
-    return keys
-
-
-def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Pairs (i, j), i < j, sharing at least one LSH bucket; (n_pairs, 2)."""
-    keys = band_keys(sigs[:, : bands * rows], bands, rows)
-    buckets = pl.DataFrame(
-        {
-            "band": np.repeat(np.arange(bands), len(sigs)),
-            "key": keys.T.ravel(),
-            "doc": np.tile(np.arange(len(sigs)), bands),
-        }
-    )
-    pairs = (
-        buckets.with_columns(first=pl.col("doc").min().over("band", "key"))
-        .filter(pl.col("doc") != pl.col("first"))
-        .select("first", "doc")
-        .unique()
-        .sort("first", "doc")
-    )
-    return pairs.to_numpy()
-
-
-def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Component label (the smallest member index) of each of n nodes."""
-    parent = np.arange(n)
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j in pairs:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    return np.array([find(x) for x in range(n)])
-
-
-def find_clusters(keys: pl.DataFrame, cfg: MinhashConfig) -> pl.DataFrame:
-    """Near-duplicate rows to drop: all but the smallest doc_id of each cluster.
+def keepers(members: pl.DataFrame) -> pl.DataFrame:
+    """Choose each cluster's kept document: highest `score`, then smallest doc_id.
 
     Args:
-        keys: `part`, `row`, doc_id and `signature` of every document of the run.
+        members: `ref`, `label` (cluster), doc_id, `weight` and `score` of cluster members.
 
     Returns:
-        `part`, `row` and `duplicate_of` for every row to drop.
+        `ref`, `duplicate_of` (null for the kept one) and `cluster_size` (summed weights).
     """
-    keys = keys.sort(DOC_ID, "part", "row")  # index order = keeper preference
-    sigs = np.asarray(keys["signature"].to_list(), dtype=np.uint32).reshape(keys.height, -1)
-    pairs = candidate_pairs(sigs, *cfg.lsh_params())
-    if cfg.verify and len(pairs):
-        similarity = (sigs[pairs[:, 0]] == sigs[pairs[:, 1]]).mean(axis=1)
-        pairs = pairs[similarity >= cfg.threshold]
-    cluster = connected_components(keys.height, pairs)
-    doc_ids = keys[DOC_ID].to_numpy()
-    return (
-        keys.with_columns(duplicate_of=pl.Series(doc_ids[cluster]), _c=pl.Series(cluster))
-        .filter(pl.col("_c") != pl.int_range(pl.len()))
-        .select("part", pl.col("row").cast(pl.UInt32), "duplicate_of")
+    ranked = members.sort("label", pl.col("score"), DOC_ID, "ref",
+                          descending=[False, True, False, False])  # fmt: skip
+    return ranked.select(
+        "ref",
+        duplicate_of=pl.when(pl.int_range(pl.len()).over("label") > 0)
+        .then(pl.col(DOC_ID).first().over("label"))
+        .otherwise(None),
+        cluster_size=pl.col("weight").sum().over("label").cast(pl.UInt32),
     )
+
+
+@dataclass(frozen=True)
+class ClusterInputs:
+    """Where the cluster step reads from, and the configs that choose kept documents."""
+
+    src: StageDir
+    out: StageDir
+    parts: list[str]
+    quality: QualityConfig
+    langid: LangIdConfig
+
+
+def member_table(nodes: np.ndarray, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
+    """doc_id, weight, keeper score and language of the documents in pairs (`nodes`), read
+    one partition at a time."""
+    part_of, row_of = split_refs(nodes)
+    frames = []
+    for p in np.unique(part_of):
+        rows = pl.Series("row", row_of[part_of == p], pl.UInt32)
+        meta = read_frame(at.out.keys(at.parts[p]), [DOC_ID, "weight"])[rows]
+        text = read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT]
+        score, lang = pl.repeat(0.0, len(rows), eager=True), pl.repeat("", len(rows), eager=True)
+        if cfg.keep == "quality":
+            score = quality_score(pl.DataFrame({TEXT: text}), at.quality)
+        if cfg.same_language:
+            lang = languages(text, load_model(at.langid.model), at.langid.max_chars)[LANG]
+        frames.append(meta.with_columns(score=score.cast(pl.Float32), lang=lang))
+    return pl.concat(frames).with_columns(ref=pl.Series(nodes))
+
+
+def find_clusters(pairs: np.ndarray, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
+    """`part`, `row`, `duplicate_of` and `cluster_size` of every member of a cluster."""
+    schema = {"part": pl.String, "row": pl.UInt32, "duplicate_of": pl.String,
+              CLUSTER_SIZE: pl.UInt32}  # fmt: skip
+    members = member_table(np.unique(pairs), cfg, at) if len(pairs) else None
+    if members is not None:
+        lang = members["lang"].to_numpy()
+        index = np.searchsorted(members["ref"].to_numpy(), pairs)
+        pairs = pairs[lang[index[:, 0]] == lang[index[:, 1]]]
+    if not len(pairs):
+        return pl.DataFrame(schema=schema)
+    nodes, labels = connected_components(pairs)
+    table = members.join(pl.DataFrame({"ref": nodes, "label": labels}), on="ref")
+    chosen = keepers(table)
+    part_of, row_of = split_refs(chosen["ref"].to_numpy())
+    return chosen.select(
+        part=pl.Series(np.asarray(at.parts)[part_of]),
+        row=pl.Series(row_of, dtype=pl.UInt32),
+        duplicate_of=pl.col("duplicate_of"),
+        cluster_size=pl.col("cluster_size"),
+    ).cast(schema)
 
 
 @task(name="minhash_signatures")
 def sign_partition(part: str, src: StageDir, out: StageDir, cfg: MinhashConfig) -> None:
-    """Write the MinHash signatures of one partition."""
-    if out.keys(part).exists():
-        return
-    df = read_frame(src.kept(part), [DOC_ID, TEXT])
-    sigs = signatures(df[TEXT].to_list(), cfg)
-    keys = df.select(DOC_ID).with_columns(
-        signature=pl.Series(sigs.tolist(), dtype=pl.Array(pl.UInt32, cfg.num_perm))
-    )
-    write_table(keys.to_arrow(), out.keys(part))
+    """Write the signatures and band keys of one partition."""
+    if not out.keys(part).exists():
+        write_table(sign(read_frame(src.kept(part)), cfg), out.keys(part), compression=None)
+
+
+@task(name="minhash_buckets")
+def find_pairs(group: int, bands: list[int], out: StageDir, parts: list[str],
+               cfg: MinhashConfig) -> None:  # fmt: skip
+    """Write the (verified) candidate pairs of one group of bands."""
+    path = out.path / f"pairs-{group:03d}.arrow"
+    if not path.exists():
+        pairs = band_pairs([out.keys(p) for p in parts], bands, cfg)
+        write_table(pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}), path)
 
 
 @task(name="minhash_cluster")
-def cluster_signatures(out: StageDir, parts: list[str], cfg: MinhashConfig) -> None:
-    """Find the near-duplicate clusters of the whole run (once; kept as `duplicates.arrow`)."""
-    if not out.duplicates.exists():
-        write_table(find_clusters(out.all_keys(parts), cfg).to_arrow(), out.duplicates)
+def cluster_pairs(at: ClusterInputs, cfg: MinhashConfig) -> None:
+    """Find the clusters of the whole run (once; kept as `duplicates.arrow`)."""
+    if at.out.duplicates.exists():
+        return
+    groups = range(len(cfg.band_groups()))
+    frames = [read_frame(at.out.path / f"pairs-{g:03d}.arrow") for g in groups]
+    pairs = np.unique(pl.concat(frames).to_numpy().astype(np.uint64), axis=0)
+    write_table(find_clusters(pairs, cfg, at).to_arrow(), at.out.duplicates)
 
 
 @task(name="minhash")

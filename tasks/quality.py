@@ -126,6 +126,19 @@ def gopher_rules(cfg: QualityConfig) -> list[Rule]:
     ]
 
 
+def quality_score(df: pl.DataFrame, cfg: QualityConfig) -> pl.Series:
+    """The share of the Gopher rules each document passes, 0 to 1 (Float32).
+
+    Near-duplicate removal keeps the best-scoring document of each cluster with it.
+    """
+    if LANG not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.String).alias(LANG))
+    rules = gopher_rules(cfg)
+    signals = quality_signals(df, cfg.stop_words)
+    failed = signals.select(pl.sum_horizontal(r.when.fill_null(False) for r in rules))
+    return (1 - failed.to_series() / len(rules)).cast(pl.Float32).rename("quality_score")
+
+
 def score_quality(df: pl.DataFrame, cfg: QualityConfig) -> StageResult:
     """Compute the signals and drop the documents that fail a rule."""
     if LANG not in df.columns:

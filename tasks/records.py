@@ -11,7 +11,15 @@ from typing import Any
 
 import polars as pl
 
-from shards.schema import DOC_ID, DROPPED, LEDGER_SCHEMA, QUARANTINED, SOURCE, TEXT
+from shards.schema import (
+    CLUSTER_SIZE,
+    DOC_ID,
+    DROPPED,
+    LEDGER_SCHEMA,
+    QUARANTINED,
+    SOURCE,
+    TEXT,
+)
 
 LEDGER_COLUMNS = LEDGER_SCHEMA.names
 
@@ -169,11 +177,19 @@ def apply_rules(df: pl.DataFrame, stage: str, rules: list[Rule]) -> StageResult:
 
 
 def drop_duplicates(df: pl.DataFrame, dups: pl.DataFrame, stage: str, reason: str) -> StageResult:
-    """Drop the rows of `df` listed in `dups` (`row`, `duplicate_of`) with `reason`.
+    """Drop the rows of `df` whose `duplicate_of` in `dups` is set, with `reason`.
 
-    Rows are matched by position in the partition, so repeated doc_ids cannot confuse it.
+    `dups` has `row`, `duplicate_of` (null for a cluster's kept row) and `cluster_size`, which
+    the kept rows take; rows not in `dups` keep theirs (1 when there is none yet). Rows are
+    matched by position in the partition, so repeated doc_ids cannot confuse it.
     """
-    tagged = df.with_row_index("_row").join(dups, left_on="_row", right_on="row", how="left")
+    own = pl.col(CLUSTER_SIZE) if CLUSTER_SIZE in df.columns else pl.lit(1)
+    tagged = (
+        df.with_row_index("_row")
+        .join(dups.rename({CLUSTER_SIZE: "_size"}), left_on="_row", right_on="row", how="left")
+        .with_columns(pl.coalesce("_size", own).cast(pl.UInt32).alias(CLUSTER_SIZE))
+        .drop("_size")
+    )
     rule = Rule(reason, pl.col("duplicate_of").is_not_null(), pl.col("duplicate_of"))
     result = apply_rules(tagged.sort("_row"), stage, [rule])
     return StageResult(result.kept.drop("_row", "duplicate_of"), result.removed)
