@@ -109,7 +109,7 @@ def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
     sigs = signatures(df[TEXT].to_arrow(), cfg.num_perm, cfg.seed, cfg.ngram, cfg.char_ngram)
     bands, rows = cfg.lsh_params()
     keys = band_keys(sigs, bands, rows)
-    weight = df[CLUSTER_SIZE] if CLUSTER_SIZE in df.columns else pl.repeat(1, df.height)
+    weight = df[CLUSTER_SIZE] if CLUSTER_SIZE in df.columns else pl.repeat(1, df.height, eager=True)
     columns = {
         DOC_ID: df[DOC_ID].to_arrow(),
         "doc_key": pa.array(doc_keys(df[DOC_ID])),

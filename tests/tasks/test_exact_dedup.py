@@ -16,8 +16,10 @@ def test_keeps_smallest_doc_id_whatever_the_partitioning():
     docs = [("c", "same"), ("a", "same"), ("b", "other"), ("d", "same")]
     one = find_duplicates(keys_for({"p0": docs}))
     split = find_duplicates(keys_for({"p0": docs[:2], "p1": docs[2:]}))
-    assert set(one["duplicate_of"]) == {"a"} and set(split["duplicate_of"]) == {"a"}
-    assert one.height == split.height == 2
+    for found in (one, split):
+        assert set(found["duplicate_of"].drop_nulls()) == {"a"}
+        assert found["duplicate_of"].null_count() == 1  # the kept row, with the group's size
+        assert found["cluster_size"].to_list() == [3, 3, 3]
 
 
 def test_drop_duplicates_records_duplicate_of():
@@ -25,5 +27,6 @@ def test_drop_duplicates_records_duplicate_of():
     dups = find_duplicates(keys_for({"p": list(zip(df["doc_id"], df["text"], strict=True))}))
     result = drop_duplicates(df, dups.drop("part"), "exact_dedup", DUPLICATE)
     assert result.kept["doc_id"].to_list() == ["x", "z"]
+    assert result.kept["cluster_size"].to_list() == [2, 1]
     row = result.removed.row(0, named=True)
     assert (row["doc_id"], row["reason"], row["detail"]) == ("y", DUPLICATE, "x")
