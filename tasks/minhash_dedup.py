@@ -11,12 +11,13 @@ the kept one stands for, so a trainer can re-weight duplicated content later.
 3. cluster (reduce): pairs whose documents fastText puts in different languages are
    translations, not duplicates, and are dropped; connected components over the rest are
    the clusters. The kept document of each is the one with the highest quality score (the
-   share of Gopher rules it passes), then the smallest doc_id. Only the text of documents in
-   pairs is read, one partition at a time.
+   share of Gopher rules its first 1,000 characters pass), then the smallest doc_id. Only
+   the text of documents in pairs is read, one partition at a time.
 4. filter (map, per partition): drop the others with `duplicate_of`.
 No step holds the run's text, and only step 2 touches every signature, one band at a time.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -86,8 +87,7 @@ class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
         """
         if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
-        weights = (0.1, 0.9) if self.verify else (0.5, 0.5)
-        return _optimal_param(self.threshold, self.num_perm, *weights)
+        return optimal_bands(self.threshold, self.num_perm, self.verify)
 
     def band_groups(self) -> list[list[int]]:
         """The bands, split into `band_tasks` groups."""
@@ -95,7 +95,17 @@ class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
         return [g.tolist() for g in np.array_split(np.arange(bands), self.band_tasks) if len(g)]
 
 
+@functools.cache
+def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]:
+    """datasketch's (bands, rows) for `threshold`, weighing false negatives more when pairs
+    are verified (verification removes false positives)."""
+    weights = (0.1, 0.9) if verify else (0.5, 0.5)
+    return _optimal_param(threshold, num_perm, *weights)
+
+
 DUPLICATE = "minhash_duplicate"
+LANG_CHARS = 300  # enough text to tell two languages apart
+SCORE_CHARS = 1000  # enough text to tell a clean page from a boilerplate-laden copy
 
 
 def doc_keys(doc_ids: pl.Series) -> np.ndarray:
@@ -185,9 +195,10 @@ def member_table(nodes: np.ndarray, cfg: MinhashConfig, at: ClusterInputs) -> pl
         text = read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT]
         score, lang = pl.repeat(0.0, len(rows), eager=True), pl.repeat("", len(rows), eager=True)
         if cfg.keep == "quality":
-            score = quality_score(pl.DataFrame({TEXT: text}), at.quality)
+            head = text.str.slice(0, SCORE_CHARS)
+            score = quality_score(pl.DataFrame({TEXT: head}), at.quality)
         if cfg.same_language:
-            lang = languages(text, load_model(at.langid.model), at.langid.max_chars)[LANG]
+            lang = languages(text, load_model(at.langid.model), LANG_CHARS)[LANG]
         frames.append(meta.with_columns(score=score.cast(pl.Float32), lang=lang))
     return pl.concat(frames).with_columns(ref=pl.Series(nodes))
 

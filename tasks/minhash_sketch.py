@@ -12,6 +12,7 @@ its default "affine32" scheme, fed `shingles(text, n, char_n)`: each shingle has
 with MurmurHash3's finalizer, then permuted by `a * h + b mod 2^32`, and the minimum is kept.
 """
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,11 +23,14 @@ from datasketch import MinHash
 
 UNSPACED_SHARE = 0.2  # cut into characters: documents with this share of unspaced script
 _UNSPACED = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]"
-_NOT_WORD = r"[^\p{L}\p{N}\p{M}\s]+"  # RE2 (Arrow) syntax: punctuation and symbols
+_NOT_WORD = r"[^\p{L}\p{N}\p{M}\s]+"  # punctuation and symbols
 _TOKEN_SEED = 0x5EED
 _FOLD = np.uint64(0x9E3779B97F4A7C15)
 _MAX = np.uint32(0xFFFFFFFF)
-_CHUNK = 1024  # shingles per block of the (block, num_perm) product: stays in the L2 cache
+# Documents per batch: small arrays are reused by the allocator instead of being faulted in
+# afresh, which costs more than the arithmetic on them.
+_BATCH = 1024
+_CHUNK = 6144  # shingles per block of the (num_perm, block) product: about 3 MB
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -38,19 +42,10 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def fmix64(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer (uint64 arithmetic wraps)."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
-
-
 def fold_text(texts: Sequence[str] | pa.Array) -> pl.Series:
     """Lower-case, and replace every run of punctuation and symbols by a space."""
-    lowered = pc.utf8_lower(pa.array(texts, pa.large_string()))
-    return pl.Series(pc.replace_substring_regex(lowered, _NOT_WORD, " "))
+    lowered = pl.Series(pc.utf8_lower(pa.array(texts, pa.large_string())))
+    return lowered.str.replace_all(_NOT_WORD, " ")
 
 
 def is_unspaced(folded: pl.Series) -> np.ndarray:
@@ -60,32 +55,24 @@ def is_unspaced(folded: pl.Series) -> np.ndarray:
     return (head.str.count_matches(_UNSPACED) >= UNSPACED_SHARE * letters).to_numpy()
 
 
-def tokenize(folded: pl.Series, unspaced: np.ndarray) -> tuple[pl.Series, np.ndarray]:
+def tokenize(folded: pl.Series, unspaced: bool) -> tuple[pl.Series, np.ndarray]:
     """Tokens of every document, flattened in document order, and the count per document.
 
     Args:
         folded: Documents as `fold_text` returns them.
-        unspaced: Per document, whether to cut it into characters rather than words.
+        unspaced: Cut them into characters rather than words.
 
     Returns:
         The tokens and an int64 count per document.
     """
-    frame = pl.DataFrame({"t": folded, "unspaced": unspaced}).with_row_index("doc")
-    spaced = frame.filter(~pl.col("unspaced"))
-    text = pc.utf8_trim_whitespace(spaced["t"].to_arrow().cast(pa.large_string()))
-    split = pc.utf8_split_whitespace(text)  # at any run of Unicode spaces
-    words = spaced.select("doc").with_columns(tok=pl.Series(split))
-    chars = frame.filter("unspaced").select(
-        "doc", tok=pl.col("t").str.replace_all(r"\s+", "").str.split("")
-    )
-    tokens = (
-        pl.concat([words, chars])
-        .sort("doc")
-        .explode("tok")
-        .filter(pl.col("tok").is_not_null() & (pl.col("tok") != ""))
-    )
-    counts = np.bincount(tokens["doc"].to_numpy(), minlength=frame.height).astype(np.int64)
-    return tokens["tok"], counts
+    if unspaced:
+        lists = folded.str.replace_all(r"\s+", "").str.split("")
+    else:  # at any run of Unicode spaces
+        lists = pl.Series(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(folded.to_arrow())))
+    counts = lists.list.len().to_numpy().astype(np.int64)
+    counts[(lists.list.first() == "").fill_null(True).to_numpy()] = 0  # [""] or []: none
+    flat = lists.explode().drop_nulls()
+    return (flat.filter(flat != "") if len(flat) > counts.sum() else flat), counts
 
 
 def token_hashes(tokens: pl.Series) -> np.ndarray:
@@ -93,49 +80,54 @@ def token_hashes(tokens: pl.Series) -> np.ndarray:
     return tokens.hash(_TOKEN_SEED).to_numpy()
 
 
-def fold_shingles(
-    hashes: np.ndarray, counts: np.ndarray, n: np.ndarray | int
-) -> tuple[np.ndarray, np.ndarray]:
+def fold_shingles(hashes: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Fold token hashes into one 32-bit hash per shingle.
 
     A shingle is `n` consecutive tokens of one document (all its tokens if it has fewer);
-    its hash is `fmix64(fold(h_1 .. h_k)) >> 32`, where `fold` is `acc * C + h` from 0.
+    its hash is the low 32 bits of `f ^ (f >> 32)`, where `f = fold(h_1 .. h_k)` and `fold`
+    is `acc * C + h` from 0 (uint64).
 
     Args:
         hashes: Token hashes (uint64), in document order.
         counts: Tokens per document.
-        n: Tokens per shingle, one for all documents or one per document.
+        n: Tokens per shingle.
 
     Returns:
-        The shingle hashes (uint32) and the document index of each, in document order.
+        The shingle hashes (uint32), in document order, and the shingles per document.
     """
     total = len(hashes)
-    width = np.minimum(counts, n)  # tokens per shingle, per document
-    doc = np.repeat(np.arange(len(counts)), counts)
-    w = width[doc]
-    valid = np.arange(total) - (np.cumsum(counts) - counts)[doc] + w <= counts[doc]
-    steps = int(width.max(initial=1))
-    padded = np.concatenate([hashes, np.zeros(steps, np.uint64)])
+    width = np.clip(counts, 1, n)  # tokens per shingle, per document
+    per_doc = np.maximum(counts - width + 1, 0)
+    padded = np.concatenate([hashes, np.zeros(n, np.uint64)])
     acc = padded[:total].copy()
-    early = np.flatnonzero(valid & (w < steps))  # shingles complete before the last step
-    early_w = w[early]
-    early_out = np.where(early_w == 1, acc[early], np.uint64(0))
-    for j in range(1, steps):
+    starts = np.cumsum(counts) - counts
+    short = np.flatnonzero((width < n) & (counts > 0))  # shorter than n: one shingle each
+    short_out = np.where(width[short] == 1, acc[starts[short]], np.uint64(0))
+    for j in range(1, n):
         acc *= _FOLD
         acc += padded[j : total + j]
-        sel = early_w == j + 1
-        early_out[sel] = acc[early[sel]]
-    acc[early] = early_out
-    out = acc
-    return (fmix64(out[valid]) >> np.uint64(32)).astype(np.uint32), doc[valid]
+        done = width[short] == j + 1
+        short_out[done] = acc[starts[short[done]]]
+    acc[starts[short]] = short_out
+    valid = np.ones(total, dtype=bool)  # windows that start n - 1 or more before the end
+    tail = np.repeat(starts + counts, width - 1) - _ranges_within(width - 1) - 1
+    valid[tail] = False
+    out = acc[valid]
+    out ^= out >> np.uint64(32)  # the high half into the low (datasketch then applies fmix32)
+    return out.astype(np.uint32), per_doc
+
+
+def _ranges_within(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, .., n - 1 for each length n, concatenated."""
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 def shingles(text: str, n: int, char_n: int) -> list[tuple[str, ...]]:
     """The distinct shingles of one document, as token tuples (for checks and datasketch)."""
     folded = fold_text([text])
-    unspaced = is_unspaced(folded)
+    unspaced = bool(is_unspaced(folded)[0])
     toks = tokenize(folded, unspaced)[0].to_list()
-    k = min(char_n if unspaced[0] else n, max(1, len(toks)))
+    k = min(char_n if unspaced else n, max(1, len(toks)))
     return sorted({tuple(toks[i : i + k]) for i in range(len(toks) - k + 1)})
 
 
@@ -146,35 +138,37 @@ def hash_shingle(shingle: tuple[str, ...]) -> int:
     return int(value[0])
 
 
+@functools.cache
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's affine32 permutation parameters `a` (odd) and `b`, each (num_perm,)."""
     a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 
 
-def minhash(values: np.ndarray, doc: np.ndarray, n_docs: int, a: np.ndarray, b: np.ndarray):
-    """Signatures (n_docs, num_perm) uint32 from shingle hashes sorted by document.
+def minhash(values: np.ndarray, per_doc: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Signatures (n_docs, num_perm) uint32 from shingle hashes in document order.
 
     A document without shingles keeps the empty value (all 2^32 - 1), as in datasketch.
     """
-    out = np.full((n_docs, len(a)), _MAX, dtype=np.uint32)
+    n_docs = len(per_doc)
+    out = np.full((len(a), n_docs), _MAX, dtype=np.uint32)
     mixed = fmix32(values)
-    bounds = np.searchsorted(doc, np.arange(n_docs + 1))  # shingles of doc d: bounds[d:d+2]
-    block = np.empty((_CHUNK, len(a)), np.uint32)
+    bounds = np.concatenate([[0], np.cumsum(per_doc)])  # shingles of doc d: bounds[d:d+2]
     d0 = 0
     while d0 < n_docs:
         # whole documents per block, as many as fit in _CHUNK shingles (at least one)
         d1 = max(d0 + 1, int(np.searchsorted(bounds, bounds[d0] + _CHUNK, "right")) - 1)
         d1 = min(d1, n_docs)
         lo, hi = bounds[d0], bounds[d1]
-        prod = block[: hi - lo] if hi - lo <= _CHUNK else np.empty((hi - lo, len(a)), np.uint32)
-        np.multiply(mixed[lo:hi, None], a, out=prod)  # (S, num_perm)
-        np.add(prod, b, out=prod)
-        docs = np.arange(d0, d1)[bounds[d0:d1] < bounds[d0 + 1 : d1 + 1]]
+        # (num_perm, S): each permutation's values lie contiguous, so the per-document
+        # minimum runs over contiguous memory
+        prod = np.multiply.outer(a, mixed[lo:hi])
+        prod += b[:, None]
+        docs = d0 + np.flatnonzero(per_doc[d0:d1])
         if len(docs):
-            out[docs] = np.minimum.reduceat(prod, bounds[docs] - lo, axis=0)
+            out[:, docs] = np.minimum.reduceat(prod, bounds[docs] - lo, axis=1)
         d0 = d1
-    return out
+    return np.ascontiguousarray(out.T)
 
 
 def signatures(texts: Sequence[str] | pa.Array, num_perm: int, seed: int, n: int, char_n: int):
@@ -187,9 +181,16 @@ def signatures(texts: Sequence[str] | pa.Array, num_perm: int, seed: int, n: int
         n: Words per shingle for scripts written with spaces.
         char_n: Characters per shingle for scripts written without them.
     """
-    folded = fold_text(texts)
-    unspaced = is_unspaced(folded)
-    tokens, counts = tokenize(folded, unspaced)
-    values, doc = fold_shingles(token_hashes(tokens), counts, np.where(unspaced, char_n, n))
     a, b = permutations(num_perm, seed)
-    return minhash(values, doc, len(counts), a, b)
+    texts = pa.array(texts, pa.large_string())
+    out = np.full((len(texts), num_perm), _MAX, dtype=np.uint32)
+    for lo in range(0, len(texts), _BATCH):
+        folded = fold_text(texts[lo : lo + _BATCH])
+        unspaced = is_unspaced(folded)
+        for flag, k in ((False, n), (True, char_n)):
+            docs = np.flatnonzero(unspaced == flag)
+            if len(docs):
+                tokens, counts = tokenize(folded[docs], flag)
+                values, per_doc = fold_shingles(token_hashes(tokens), counts, k)
+                out[lo + docs] = minhash(values, per_doc, a, b)
+    return out

@@ -1,0 +1,99 @@
+"""refinery's side of bench/dedup.py: exact + MinHash dedup of a corpus, from text to kept set.
+
+Runs the stage functions the `prepare` flow runs (without Prefect), with their real disk I/O:
+exact dedup (hash, group, filter) then MinHash (sign, buckets, cluster, filter), over
+partitions of about `--partition-mb` of text. Prints and writes one JSON row, as
+bench/dedup_peers.py does for the peers.
+
+    .venv/bin/python bench/dedup_refinery.py --corpus data/bench/dedup/corpus-10000.parquet \
+        --json data/bench/dedup/refinery-10000.json
+"""
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dedup_metrics import score
+
+from shards.writer import write_table
+from tasks import exact_dedup as exact
+from tasks import minhash_dedup as near
+from tasks.langid import LangIdConfig
+from tasks.partition import StageDir
+from tasks.quality import QualityConfig
+
+
+def write_input(corpus: pl.DataFrame, work: Path, partition_mb: float) -> list[str]:
+    """Partitions of `corpus` as the normalize stage leaves them (not timed)."""
+    n_parts = max(1, round(corpus["text"].str.len_bytes().sum() / (partition_mb * 1e6)))
+    names = [f"p{i:05d}" for i in range(n_parts)]
+    src = StageDir("normalize", work / "normalize")
+    for i, name in enumerate(names):
+        write_table(corpus.select("doc_id", "text")[i::n_parts].to_arrow(), src.kept(name))
+    return names
+
+
+def run(work: Path, names: list[str], cfg: near.MinhashConfig) -> set[str]:
+    """Deduplicate the partitions under `work`; return the removed doc_ids."""
+    src = StageDir("normalize", work / "normalize")
+    ex = StageDir("exact_dedup", work / "exact")
+    for name in names:
+        exact.hash_partition.fn(name, src, ex)
+    exact.group_duplicates.fn(ex, names)
+    for name in names:
+        exact.exact_dedup.fn(name, src, ex)
+    mh = StageDir("minhash", work / "minhash")
+    for name in names:
+        near.sign_partition.fn(name, ex, mh, cfg)
+    for group, bands in enumerate(cfg.band_groups()):
+        near.find_pairs.fn(group, bands, mh, names, cfg)
+    near.cluster_pairs.fn(near.ClusterInputs(ex, mh, names, QualityConfig(), LangIdConfig()), cfg)
+    for name in names:
+        near.minhash_dedup.fn(name, ex, mh)
+    removed = [pl.read_ipc(d.ledger(n), columns=["doc_id"]) for d in (ex, mh) for n in names]
+    return set(pl.concat(removed)["doc_id"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--partition-mb", type=float, default=64.0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a MinhashConfig override, e.g. threshold=0.6")  # fmt: skip
+    args = parser.parse_args()
+    overrides = dict(s.split("=", 1) for s in args.set)
+    cfg = near.MinhashConfig.model_validate(overrides)
+    corpus = pl.read_parquet(args.corpus)
+    with tempfile.TemporaryDirectory(prefix="refinery-dedup-") as tmp:
+        names = write_input(corpus, Path(tmp), args.partition_mb)
+        start = time.perf_counter()
+        removed = run(Path(tmp), names, cfg)
+        seconds = time.perf_counter() - start
+    n_bytes = int(corpus["text"].str.len_bytes().sum())
+    row = {
+        "name": "refinery",
+        "docs": corpus.height,
+        "bytes": n_bytes,
+        "seconds": round(seconds, 3),
+        "docs_per_s": round(corpus.height / seconds, 1),
+        "mb_per_s": round(n_bytes / 1e6 / seconds, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **score(corpus.select("doc_id", "cluster"), removed),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(row, indent=2) + "\n")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
