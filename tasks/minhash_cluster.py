@@ -96,14 +96,15 @@ def mapped_matrix(path: Path, column: str) -> np.ndarray:
     return flat[col.offset * width : (col.offset + len(col)) * width].reshape(-1, width)
 
 
-def verified_pairs(pairs: np.ndarray, store: SignatureStore, threshold: float) -> np.ndarray:
-    """The pairs whose estimated Jaccard similarity reaches `threshold`."""
-    keep = np.zeros(len(pairs), dtype=bool)
+def pair_similarity(pairs: np.ndarray, store: SignatureStore) -> np.ndarray:
+    """The estimated Jaccard similarity of each pair (float32)."""
+    sim = np.zeros(len(pairs), dtype=np.float32)
     for lo in range(0, len(pairs), 1 << 16):  # bounded memory for the gathered signatures
         chunk = pairs[lo : lo + (1 << 16)]
-        sim = estimated_jaccard(store.gather(chunk[:, 0]), store.gather(chunk[:, 1]))
-        keep[lo : lo + len(chunk)] = sim >= threshold
-    return pairs[keep]
+        sim[lo : lo + len(chunk)] = estimated_jaccard(
+            store.gather(chunk[:, 0]), store.gather(chunk[:, 1])
+        )
+    return sim
 
 
 def connected_components(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ the kept one stands for, so a trainer can re-weight duplicated content later.
 2. pairs (reduce, per group of bands): buckets of each band give candidate pairs, verified
    against the threshold by estimated Jaccard (`tasks/minhash_cluster.py`).
 3. cluster (reduce): pairs whose documents fastText puts in different languages are
-   translations, not duplicates, and are dropped; connected components over the rest are
+   translations, not duplicates, and are dropped (only pairs under 0.8 similarity are
+   checked); connected components over the rest are
    the clusters. The kept document of each is the one with the highest quality score (the
    share of Gopher rules its first 1,000 characters pass), then the smallest doc_id. Only
    the text of documents in pairs is read, one partition at a time.
@@ -40,8 +41,8 @@ from tasks.minhash_cluster import (
     bucket_pairs,
     connected_components,
     make_refs,
+    pair_similarity,
     split_refs,
-    verified_pairs,
 )
 from tasks.minhash_sketch import signatures
 from tasks.partition import StageDir, run_partition
@@ -104,7 +105,10 @@ def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, i
 
 
 DUPLICATE = "minhash_duplicate"
-LANG_CHARS = 300  # enough text to tell two languages apart
+LANG_CHARS = 200  # enough text to tell two languages apart
+# Pairs this similar share most of their wording: no translation does, so fastText is asked
+# only about the pairs below it.
+SURE_SAME_LANGUAGE = 0.8
 SCORE_CHARS = 1000  # enough text to tell a clean page from a boilerplate-laden copy
 
 
@@ -131,8 +135,9 @@ def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
     return pa.table(columns)
 
 
-def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> np.ndarray:
-    """Candidate pairs (refs) from `bands`, verified unless `cfg.verify` is off."""
+def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> pl.DataFrame:
+    """Candidate pairs (refs `a`, `b`) from `bands` with their estimated similarity `sim`;
+    those below the threshold are left out unless `cfg.verify` is off."""
     columns = ["doc_key", "empty"]
     meta = [read_frame(f, columns) for f in keys_files]
     refs = np.concatenate([make_refs(i, m.height) for i, m in enumerate(meta)])
@@ -143,9 +148,9 @@ def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> 
         keys = np.concatenate([mapped_matrix_column(f, f"band{b:03d}") for f in keys_files])
         found.append(bucket_pairs(keys[signed], doc_key[signed], refs[signed]))
     pairs = np.unique(np.concatenate(found), axis=0)
-    if cfg.verify and len(pairs):
-        pairs = verified_pairs(pairs, SignatureStore.open(keys_files), cfg.threshold)
-    return pairs
+    sim = pair_similarity(pairs, SignatureStore.open(keys_files))
+    keep = sim >= cfg.threshold if cfg.verify else np.ones(len(pairs), dtype=bool)
+    return pl.DataFrame({"a": pairs[keep, 0], "b": pairs[keep, 1], "sim": sim[keep]})
 
 
 def mapped_matrix_column(path: Path, column: str) -> np.ndarray:
@@ -184,38 +189,61 @@ class ClusterInputs:
     langid: LangIdConfig
 
 
-def member_table(nodes: np.ndarray, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
-    """doc_id, weight, keeper score and language of the documents in pairs (`nodes`), read
-    one partition at a time."""
+def member_table(
+    nodes: np.ndarray, needs_lang: np.ndarray, cfg: MinhashConfig, at: ClusterInputs
+) -> pl.DataFrame:
+    """doc_id, weight, keeper score and (where `needs_lang`) language of the documents in
+    pairs (`nodes`), read one partition at a time."""
     part_of, row_of = split_refs(nodes)
+    model = load_model(at.langid.model) if needs_lang.any() else None
     frames = []
     for p in np.unique(part_of):
-        rows = pl.Series("row", row_of[part_of == p], pl.UInt32)
+        here = part_of == p
+        rows = pl.Series("row", row_of[here], pl.UInt32)
         meta = read_frame(at.out.keys(at.parts[p]), [DOC_ID, "weight"])[rows]
         text = read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT]
-        score, lang = pl.repeat(0.0, len(rows), eager=True), pl.repeat("", len(rows), eager=True)
+        score = pl.repeat(0.0, len(rows), dtype=pl.Float32, eager=True)
         if cfg.keep == "quality":
             head = text.str.slice(0, SCORE_CHARS)
             score = quality_score(pl.DataFrame({TEXT: head}), at.quality)
-        if cfg.same_language:
-            lang = languages(text, load_model(at.langid.model), LANG_CHARS)[LANG]
+        lang = pl.repeat(None, len(rows), dtype=pl.String, eager=True)
+        check = np.flatnonzero(needs_lang[here])
+        if len(check):
+            lang = lang.scatter(check, languages(text[check], model, LANG_CHARS)[LANG])
         frames.append(meta.with_columns(score=score.cast(pl.Float32), lang=lang))
     return pl.concat(frames).with_columns(ref=pl.Series(nodes))
 
 
-def find_clusters(pairs: np.ndarray, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
-    """`part`, `row`, `duplicate_of` and `cluster_size` of every member of a cluster."""
+def same_language(pairs: pl.DataFrame, members: pl.DataFrame) -> np.ndarray:
+    """Per pair: sure to be one language (similar enough), or labelled so by fastText."""
+    ref = members["ref"].to_numpy()
+    lang = members["lang"]
+    a = lang.gather(np.searchsorted(ref, pairs["a"].to_numpy()))
+    b = lang.gather(np.searchsorted(ref, pairs["b"].to_numpy()))
+    return ((pairs["sim"] >= SURE_SAME_LANGUAGE) | (a == b).fill_null(False)).to_numpy()
+
+
+def find_clusters(pairs: pl.DataFrame, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
+    """`part`, `row`, `duplicate_of` and `cluster_size` of every member of a cluster.
+
+    Args:
+        pairs: `a`, `b` (refs) and `sim` of every candidate pair that passed verification.
+    """
     schema = {"part": pl.String, "row": pl.UInt32, "duplicate_of": pl.String,
               CLUSTER_SIZE: pl.UInt32}  # fmt: skip
-    members = member_table(np.unique(pairs), cfg, at) if len(pairs) else None
-    if members is not None:
-        lang = members["lang"].to_numpy()
-        index = np.searchsorted(members["ref"].to_numpy(), pairs)
-        pairs = pairs[lang[index[:, 0]] == lang[index[:, 1]]]
-    if not len(pairs):
+    if pairs.height == 0:
         return pl.DataFrame(schema=schema)
-    nodes, labels = connected_components(pairs)
-    table = members.join(pl.DataFrame({"ref": nodes, "label": labels}), on="ref")
+    ends = pairs.select("a", "b").to_numpy()
+    nodes = np.unique(ends)
+    unsure = cfg.same_language & (pairs["sim"] < SURE_SAME_LANGUAGE).to_numpy()
+    needs_lang = np.isin(nodes, ends[unsure])
+    members = member_table(nodes, needs_lang, cfg, at)
+    if cfg.same_language:
+        pairs = pairs.filter(pl.Series(same_language(pairs, members)))
+    if pairs.height == 0:
+        return pl.DataFrame(schema=schema)
+    found, labels = connected_components(pairs.select("a", "b").to_numpy())
+    table = members.join(pl.DataFrame({"ref": found, "label": labels}), on="ref")
     chosen = keepers(table)
     part_of, row_of = split_refs(chosen["ref"].to_numpy())
     return chosen.select(
@@ -239,8 +267,7 @@ def find_pairs(group: int, bands: list[int], out: StageDir, parts: list[str],
     """Write the (verified) candidate pairs of one group of bands."""
     path = out.path / f"pairs-{group:03d}.arrow"
     if not path.exists():
-        pairs = band_pairs([out.keys(p) for p in parts], bands, cfg)
-        write_table(pa.table({"a": pairs[:, 0], "b": pairs[:, 1]}), path)
+        write_table(band_pairs([out.keys(p) for p in parts], bands, cfg).to_arrow(), path)
 
 
 @task(name="minhash_cluster")
@@ -250,7 +277,7 @@ def cluster_pairs(at: ClusterInputs, cfg: MinhashConfig) -> None:
         return
     groups = range(len(cfg.band_groups()))
     frames = [read_frame(at.out.path / f"pairs-{g:03d}.arrow") for g in groups]
-    pairs = np.unique(pl.concat(frames).to_numpy().astype(np.uint64), axis=0)
+    pairs = pl.concat(frames).unique(["a", "b"]).sort("a", "b")
     write_table(find_clusters(pairs, cfg, at).to_arrow(), at.out.duplicates)
 
 
