@@ -201,13 +201,14 @@ def member_table(
         here = part_of == p
         rows = pl.Series("row", row_of[here], pl.UInt32)
         meta = read_frame(at.out.keys(at.parts[p]), [DOC_ID, "weight"])[rows]
-        text = read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT]
+        check = np.flatnonzero(needs_lang[here])
+        if cfg.keep == "quality" or len(check):
+            text = read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT]
         score = pl.repeat(0.0, len(rows), dtype=pl.Float32, eager=True)
         if cfg.keep == "quality":
             head = text.str.slice(0, SCORE_CHARS)
             score = quality_score(pl.DataFrame({TEXT: head}), at.quality)
         lang = pl.repeat(None, len(rows), dtype=pl.String, eager=True)
-        check = np.flatnonzero(needs_lang[here])
         if len(check):
             lang = lang.scatter(check, languages(text[check], model, LANG_CHARS)[LANG])
         frames.append(meta.with_columns(score=score.cast(pl.Float32), lang=lang))
