@@ -19,10 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
-
 sys.path.insert(0, str(Path(__file__).parent))
-from dedup_corpus import describe, make_corpus
+from dedup_corpus import describe, stats_path
 
 BENCH = Path(__file__).parent
 ROOT = BENCH.parent
@@ -37,13 +35,18 @@ ONE_THREAD = {
 }  # fmt: skip
 
 
-def corpus_path(out: Path, n_docs: int, seed: int) -> Path:
-    """Build the corpus on first use and return its cached parquet file."""
+def build_corpus(out: Path, n_docs: int, seed: int) -> tuple[Path, dict]:
+    """Build the corpus on first use; return its cached parquet file and its stats.
+
+    It is built in a child process because ru_maxrss survives fork and exec: had this process
+    held a corpus, every contender would report at least that peak.
+    """
     path = out / f"corpus-{n_docs}-seed{seed}.parquet"
-    if not path.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        make_corpus(n_docs, seed=seed).write_parquet(path)
-    return path
+    if not (path.exists() and stats_path(path).exists()):
+        command = [sys.executable, str(BENCH / "dedup_corpus.py"), "--docs", str(n_docs),
+                   "--seed", str(seed), "--out", str(path)]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True)
+    return path, json.loads(stats_path(path).read_text())
 
 
 def contender_command(name: str, corpus: Path, json_out: Path) -> list[str]:
@@ -133,8 +136,8 @@ def main() -> None:
     out = args.out.resolve()
     rows = []
     for n_docs in args.docs or [10_000]:
-        corpus = corpus_path(out, n_docs, args.seed)
-        print(f"corpus {corpus.name}: {describe(pl.read_parquet(corpus))}")
+        corpus, stats = build_corpus(out, n_docs, args.seed)
+        print(f"corpus {corpus.name}: {describe(stats)}")
         for name in ["refinery", *args.peers]:
             reason = skip_reason(name, n_docs, args.slow)
             row = {"name": name, "docs": n_docs, "skipped": reason} if reason else None

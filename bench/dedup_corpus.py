@@ -313,15 +313,31 @@ def main() -> None:
     df = make_corpus(args.docs, seed=args.seed, dup_fraction=args.dup_fraction)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.write_parquet(args.out)
-    print(f"{args.out}: {describe(df)}")
+    stats = corpus_stats(df)
+    stats_path(args.out).write_text(json.dumps(stats, indent=2) + "\n")
+    print(f"{args.out}: {describe(stats)}")
 
 
-def describe(df: pl.DataFrame) -> str:
-    """One line of corpus stats: docs, clusters, copies, mean bytes, documents per language."""
-    langs = dict(df.group_by("lang").len().sort("lang").iter_rows())
-    mean_bytes = df["text"].str.len_bytes().mean()
-    return (f"{df.height} docs, {df['cluster'].n_unique()} clusters, {int(df['is_copy'].sum())} "
-            f"copies, mean {mean_bytes:.0f} bytes, by language {langs}")  # fmt: skip
+def corpus_stats(df: pl.DataFrame) -> dict:
+    """Docs, clusters, copies, mean UTF-8 bytes and documents per language of a corpus."""
+    return {
+        "docs": df.height,
+        "clusters": df["cluster"].n_unique(),
+        "copies": int(df["is_copy"].sum()),
+        "mean_bytes": round(float(df["text"].str.len_bytes().mean()), 1),
+        "langs": dict(df.group_by("lang").len().sort("lang").iter_rows()),
+    }
+
+
+def stats_path(corpus: Path) -> Path:
+    """Where the CLI writes a corpus's stats: beside it, as .stats.json."""
+    return corpus.with_suffix(".stats.json")
+
+
+def describe(stats: dict) -> str:
+    """Corpus stats as one line."""
+    return (f"{stats['docs']} docs, {stats['clusters']} clusters, {stats['copies']} copies, "
+            f"mean {stats['mean_bytes']:.0f} bytes, by language {stats['langs']}")  # fmt: skip
 
 
 if __name__ == "__main__":

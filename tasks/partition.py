@@ -78,8 +78,9 @@ class StageDir:
         return StageStats.from_dict(json.loads(path.read_text())) if path.exists() else None
 
     def save(self, part: str, result: StageResult, stats: StageStats) -> StageStats:
-        """Write kept rows, ledger rows, then the stats marker, each atomically."""
-        write_table(result.kept.to_arrow(), self.kept(part))
+        """Write kept rows (lz4: a work file), ledger rows, then the stats marker, each
+        atomically."""
+        write_table(result.kept.to_arrow(), self.kept(part), compression="lz4")
         write_table(result.removed.to_arrow(), self.ledger(part))
         write_json(stats.to_dict(), self.path / f"{part}.stats.json")
         return stats

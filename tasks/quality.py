@@ -49,43 +49,48 @@ STOP_WORDS = "quality_gopher_stop_words"
 _UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
 # A word: a run of non-space characters, or one character (with its marks) of an unspaced script.
 _WORD = rf"[[{_UNSPACED}]&&\P{{M}}]\p{{M}}*|[^\s{_UNSPACED}]+"
+# A word with a letter in it: an unspaced-script letter, or a spaced run holding a letter.
+_ALPHA_WORD = (
+    rf"[[{_UNSPACED}]&&\P{{M}}&&\p{{L}}]\p{{M}}*"
+    rf"|[^\s{_UNSPACED}]*[\p{{L}}--[{_UNSPACED}]][^\s{_UNSPACED}]*"
+)
 
 
 def quality_signals(df: pl.DataFrame, stop_words: dict[str, tuple[str, ...]]) -> pl.DataFrame:
-    """Add the Gopher signals as `q_*` columns (Float32)."""
+    """Add the Gopher signals as `q_*` columns (Float32).
+
+    Everything but the stop-word count is a regex count over the text, with no word or line
+    lists: every non-space character belongs to exactly one word, so the mean word length is
+    non-space characters over words.
+    """
     text = pl.col(TEXT)
-    words = text.str.extract_all(_WORD)
-    lines = (
-        text.str.split("\n")
-        .list.eval(pl.element().str.strip_chars())
-        .list.eval(pl.element().filter(pl.element() != ""))
-    )
-    n_words = words.list.len()
-    n_lines = lines.list.len().clip(lower_bound=1)
+    n_words = text.str.count_matches(_WORD)
+    n_lines = text.str.count_matches(r"(?m)^[^\S\n]*\S").clip(lower_bound=1)
     unspaced = text.str.count_matches(rf"[{_UNSPACED}]") > 0.3 * text.str.len_chars()
-    stops = pl.lit(None, pl.Float32)
-    for lang, wordlist in stop_words.items():
-        count = words.list.eval(pl.element().str.to_lowercase().is_in(list(wordlist))).list.sum()
-        stops = pl.when(pl.col(LANG) == lang).then(count).otherwise(stops)
     signals = {
         "q_word_count": n_words,
-        "q_mean_word_length": pl.when(unspaced)
+        "q_mean_word_length": pl.when(unspaced | (n_words == 0))
         .then(None)
-        .otherwise(words.list.eval(pl.element().str.len_chars()).list.mean()),
-        "q_symbol_word_ratio": (text.str.count_matches(r"#|\.\.\.|…")) / n_words.clip(1),
-        "q_bullet_lines_ratio": lines.list.eval(
-            pl.element().str.contains(r"^[•‣●▪◦\-\*]")
-        ).list.sum()
-        / n_lines,
-        "q_ellipsis_lines_ratio": lines.list.eval(
-            pl.element().str.contains(r"(\.\.\.|…)$")
-        ).list.sum()
-        / n_lines,
-        "q_alpha_words_ratio": words.list.eval(pl.element().str.contains(r"\p{L}")).list.sum()
-        / n_words.clip(1),
-        "q_stop_words": stops if LANG in df.columns else pl.lit(None),
+        .otherwise((text.str.len_chars() - text.str.count_matches(r"\s")) / n_words),
+        "q_symbol_word_ratio": text.str.count_matches(r"#|\.\.\.|…") / n_words.clip(1),
+        "q_bullet_lines_ratio": text.str.count_matches(r"(?m)^[^\S\n]*[•‣●▪◦\-\*]") / n_lines,
+        "q_ellipsis_lines_ratio": text.str.count_matches(r"(?m)(\.\.\.|…)[^\S\n]*$") / n_lines,
+        "q_alpha_words_ratio": text.str.count_matches(_ALPHA_WORD) / n_words.clip(1),
+        "q_stop_words": stop_word_counts(df, stop_words),
     }
     return df.with_columns(expr.cast(pl.Float32).alias(name) for name, expr in signals.items())
+
+
+def stop_word_counts(df: pl.DataFrame, stop_words: dict[str, tuple[str, ...]]) -> pl.Expr:
+    """Words in the stop list of the document's language (null without a list)."""
+    if LANG not in df.columns or not df[LANG].is_in(list(stop_words)).any():
+        return pl.lit(None, pl.Float32)
+    words = pl.col(TEXT).str.extract_all(_WORD)
+    counts = pl.lit(None, pl.Float32)
+    for lang, wordlist in stop_words.items():
+        count = words.list.eval(pl.element().str.to_lowercase().is_in(list(wordlist))).list.sum()
+        counts = pl.when(pl.col(LANG) == lang).then(count).otherwise(counts)
+    return counts
 
 
 def gopher_rules(cfg: QualityConfig) -> list[Rule]:
