@@ -17,7 +17,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench clean help
+.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench bench-venv bench-dedup clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
@@ -28,6 +28,7 @@ help:
 	@echo "make worker   start a process worker for the deployments"
 	@echo "make deploy   register the Prefect deployments in infra/prefect.yaml"
 	@echo "make setup    create .venv with the pinned dependencies (done by shards/test when needed)"
+	@echo "make bench-dedup  near-dup removal vs datasketch, rensa and datatrove (one core each)"
 
 setup: $(STAMP)
 
@@ -84,6 +85,22 @@ sample: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/rerun.py
 	$(BIN)/python bench/loader.py
+
+# Peers a bench compares against live in their own virtualenv, never in .venv.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+bench-venv: $(BENCH_STAMP)
+$(BENCH_STAMP): bench/requirements-bench.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+# DEDUP_DOCS: corpus sizes; SCALE_DOCS: signature counts for the bucket and cluster scale run.
+DEDUP_DOCS ?= 10000 100000
+SCALE_DOCS ?= 250000 500000 1000000
+bench-dedup: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python bench/dedup.py $(foreach n,$(DEDUP_DOCS),--docs $(n))
+	$(BIN)/python bench/dedup_scale.py --docs $(SCALE_DOCS)
 
 clean:
 	rm -rf data/shards data/runs .pytest_cache

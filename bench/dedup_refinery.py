@@ -2,8 +2,10 @@
 
 Runs the stage functions the `prepare` flow runs (without Prefect), with their real disk I/O:
 exact dedup (hash, group, filter) then MinHash (sign, buckets, cluster, filter), over
-partitions of about `--partition-mb` of text. Prints and writes one JSON row, as
-bench/dedup_peers.py does for the peers.
+partitions of about `--partition-mb` of text. The partitions are written first, as the
+normalize stage would leave them, and the dedup then runs in a fresh process, so its time
+and peak RSS are the dedup's own (the corpus is not held in memory, as it is in a pipeline).
+Prints and writes one JSON row, as bench/dedup_peers.py does for the peers.
 
     .venv/bin/python bench/dedup_refinery.py --corpus data/bench/dedup/corpus-10000.parquet \
         --json data/bench/dedup/refinery-10000.json
@@ -12,6 +14,7 @@ bench/dedup_peers.py does for the peers.
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,23 +66,45 @@ def run(work: Path, names: list[str], cfg: near.MinhashConfig) -> set[str]:
     return set(pl.concat(removed)["doc_id"])
 
 
+def dedup_in_child(work: Path, names: list[str], overrides: list[str]) -> dict:
+    """Run the dedup in a fresh process (without the corpus in memory); its time, peak RSS
+    and removed doc_ids."""
+    command = [sys.executable, __file__, "--work", str(work), *names]
+    command += [arg for kv in overrides for arg in ("--set", kv)]
+    child = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def child_main(work: Path, names: list[str], overrides: list[str]) -> None:
+    cfg = near.MinhashConfig.model_validate(dict(s.split("=", 1) for s in overrides))
+    start = time.perf_counter()
+    removed = run(work, names, cfg)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "removed": sorted(removed)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--corpus", type=Path)
+    parser.add_argument("--json", type=Path)
     parser.add_argument("--partition-mb", type=float, default=64.0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a MinhashConfig override, e.g. threshold=0.6")  # fmt: skip
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("names", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    overrides = dict(s.split("=", 1) for s in args.set)
-    cfg = near.MinhashConfig.model_validate(overrides)
+    if args.work:
+        child_main(args.work, args.names, args.set)
+        return
+    if not (args.corpus and args.json):
+        parser.error("--corpus and --json are required")
     corpus = pl.read_parquet(args.corpus)
     with tempfile.TemporaryDirectory(prefix="refinery-dedup-") as tmp:
         names = write_input(corpus, Path(tmp), args.partition_mb)
-        start = time.perf_counter()
-        removed = run(Path(tmp), names, cfg)
-        seconds = time.perf_counter() - start
+        result = dedup_in_child(Path(tmp), names, args.set)
     n_bytes = int(corpus["text"].str.len_bytes().sum())
+    seconds = result["seconds"]
     row = {
         "name": "refinery",
         "docs": corpus.height,
@@ -87,8 +112,8 @@ def main() -> None:
         "seconds": round(seconds, 3),
         "docs_per_s": round(corpus.height / seconds, 1),
         "mb_per_s": round(n_bytes / 1e6 / seconds, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        **score(corpus.select("doc_id", "cluster"), removed),
+        "peak_rss_mb": round(result["peak_rss_mb"], 1),
+        **score(corpus.select("doc_id", "cluster"), set(result["removed"])),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(row, indent=2) + "\n")
