@@ -147,7 +147,7 @@ def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> 
     signed = ~np.concatenate([m["empty"].to_numpy() for m in meta])
     found = [np.empty((0, 2), np.uint64)]
     for b in bands:
-        keys = np.concatenate([mapped_matrix_column(f, f"band{b:03d}") for f in keys_files])
+        keys = np.concatenate([read_column(f, f"band{b:03d}") for f in keys_files])
         found.append(bucket_pairs(keys[signed], doc_key[signed], refs[signed]))
     pairs = np.unique(np.concatenate(found), axis=0)
     sim = pair_similarity(pairs, SignatureStore.open(keys_files))
@@ -155,8 +155,8 @@ def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> 
     return pl.DataFrame({"a": pairs[keep, 0], "b": pairs[keep, 1], "sim": sim[keep]})
 
 
-def mapped_matrix_column(path: Path, column: str) -> np.ndarray:
-    """One plain column of an uncompressed Arrow IPC file, zero-copy."""
+def read_column(path: Path, column: str) -> np.ndarray:
+    """One column of an Arrow IPC file as a numpy array (zero-copy when uncompressed)."""
     return read_frame(path, [column])[column].to_numpy()
 
 
