@@ -158,6 +158,9 @@ def test_translations_are_never_duplicates(tmp_path):
     assert docs.filter(pl.col("doc_id").str.ends_with("-038")).height >= 10
     kept, removed = run_minhash([docs], tmp_path)
     assert removed.height == 0 and kept.height == docs.height
+    # Without the language check, the translations of the list of team names are joined.
+    blind = run_minhash([docs], tmp_path / "blind", MinhashConfig(same_language=False))[1]
+    assert blind.height > 0 and blind["doc_id"].str.ends_with("-038").all()
 
 
 def edit_words(text: str, rate: float, rng: random.Random, unit: str = "word") -> str:
