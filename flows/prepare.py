@@ -11,7 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
@@ -30,6 +29,7 @@ from tasks.minhash_dedup import (
     minhash_dedup,
     sign_partition,
 )
+from tasks.minhash_dedup import stage_key as minhash_stage_key
 from tasks.normalize import normalize
 from tasks.partition import StageDir, fingerprint
 from tasks.progress import StageProgress
@@ -127,7 +127,8 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
         chain.finish(exact_dedup.map(names, unmapped(src), unmapped(dst)))
 
     if cfg.minhash.enabled:
-        src, dst = chain.last, chain.start("minhash", minhash_key(cfg))
+        key = minhash_stage_key(cfg.minhash, cfg.quality, cfg.langid)
+        src, dst = chain.last, chain.start("minhash", key)
         sign_partition.map(names, unmapped(src), unmapped(dst), unmapped(cfg.minhash)).result()
         groups = cfg.minhash.band_groups()
         find_pairs.map(range(len(groups)), groups, unmapped(dst), unmapped(names),
@@ -167,17 +168,6 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     report = write_report(out)
     publish_summary(manifest, out, report)
     return manifest
-
-
-def minhash_key(cfg: PipelineConfig) -> dict[str, Any]:
-    """What the minhash stage's results depend on: its config, the quality rules and language
-    model it uses, and the polars version (its string hash shapes the shingle hashes)."""
-    key: dict[str, Any] = {"config": cfg.minhash.model_dump(mode="json"), "polars": pl.__version__}
-    if cfg.minhash.keep == "quality":
-        key["quality"] = cfg.quality.model_dump(mode="json")
-    if cfg.minhash.same_language:
-        key["langid"] = {"model": cfg.langid.model, "max_chars": cfg.langid.max_chars}
-    return key
 
 
 def publish_stage(stats: StageStats, seconds: float) -> None:

@@ -87,10 +87,7 @@ class SignatureStore:
 def mapped_matrix(path: Path, column: str) -> np.ndarray:
     """A fixed-size-list column of an uncompressed Arrow IPC file as a zero-copy 2-D array."""
     table = ipc.open_file(pa.memory_map(str(path))).read_all()
-    chunks = table.column(column).chunks
-    if len(chunks) != 1:
-        return np.asarray(table.column(column).to_pylist(), dtype=np.uint32)
-    col = chunks[0]
+    col = table.column(column).combine_chunks()  # one chunk as written: no copy
     width = col.type.list_size
     flat = col.values.to_numpy(zero_copy_only=True)
     return flat[col.offset * width : (col.offset + len(col)) * width].reshape(-1, width)

@@ -10,10 +10,10 @@ the kept one stands for, so a trainer can re-weight duplicated content later.
    against the threshold by estimated Jaccard (`tasks/minhash_cluster.py`).
 3. cluster (reduce): pairs whose documents fastText puts in different languages are
    translations, not duplicates, and are dropped (only pairs under 0.8 similarity are
-   checked); connected components over the rest are
-   the clusters. The kept document of each is the one with the highest quality score (the
-   share of Gopher rules its first and last 300 characters pass), then the smallest doc_id.
-   Only the text of documents in pairs is read, one partition at a time.
+   checked); connected components over the rest are the clusters. The kept document of each
+   is the one with the highest quality score (the share of Gopher rules its first and last
+   300 characters pass), then the smallest doc_id. Only the text of documents in pairs is
+   read, one partition at a time.
 4. filter (map, per partition): drop the others with `duplicate_of`.
 No step holds the run's text, and only step 2 touches every signature, one band at a time.
 """
@@ -26,7 +26,6 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import xxhash
 from datasketch.lsh import _optimal_param
 from prefect import task
 from pydantic import BaseModel, Field, model_validator
@@ -96,6 +95,18 @@ class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
         return [g.tolist() for g in np.array_split(np.arange(bands), self.band_tasks) if len(g)]
 
 
+def stage_key(cfg: MinhashConfig, quality: QualityConfig, langid: LangIdConfig) -> dict:
+    """What the stage's results depend on, for its work directory's fingerprint: its config,
+    the quality rules and language model it uses, and the polars version (its string hash
+    shapes the shingle hashes and anchors)."""
+    key: dict = {"config": cfg.model_dump(mode="json"), "polars": pl.__version__}
+    if cfg.keep == "quality":
+        key["quality"] = quality.model_dump(mode="json")
+    if cfg.same_language:
+        key["langid_model"] = langid.model
+    return key
+
+
 @functools.cache
 def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]:
     """datasketch's (bands, rows) for `threshold`, weighing false negatives more when pairs
@@ -116,8 +127,7 @@ SCORE_CHARS = 600
 
 def doc_keys(doc_ids: pl.Series) -> np.ndarray:
     """A 64-bit hash of each doc_id: which bucket member anchors its pairs."""
-    return np.fromiter((xxhash.xxh3_64_intdigest(d.encode()) for d in doc_ids), np.uint64,
-                       len(doc_ids))  # fmt: skip
+    return doc_ids.hash(0xA4C409).to_numpy()
 
 
 def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
@@ -231,10 +241,12 @@ def find_clusters(pairs: pl.DataFrame, cfg: MinhashConfig, at: ClusterInputs) ->
     """`part`, `row`, `duplicate_of` and `cluster_size` of every member of a cluster.
 
     Args:
-        pairs: `a`, `b` (refs) and `sim` of every candidate pair that passed verification.
+        pairs: `a`, `b` (refs) and `sim` of the candidate pairs that passed verification, as
+            the bucket step wrote them (a pair found in two band groups appears twice).
     """
     schema = {"part": pl.String, "row": pl.UInt32, "duplicate_of": pl.String,
               CLUSTER_SIZE: pl.UInt32}  # fmt: skip
+    pairs = pairs.unique(["a", "b"]).sort("a", "b")
     if pairs.height == 0:
         return pl.DataFrame(schema=schema)
     ends = pairs.select("a", "b").to_numpy()
@@ -280,8 +292,7 @@ def cluster_pairs(at: ClusterInputs, cfg: MinhashConfig) -> None:
     if at.out.duplicates.exists():
         return
     groups = range(len(cfg.band_groups()))
-    frames = [read_frame(at.out.path / f"pairs-{g:03d}.arrow") for g in groups]
-    pairs = pl.concat(frames).unique(["a", "b"]).sort("a", "b")
+    pairs = pl.concat([read_frame(at.out.path / f"pairs-{g:03d}.arrow") for g in groups])
     write_table(find_clusters(pairs, cfg, at).to_arrow(), at.out.duplicates)
 
 

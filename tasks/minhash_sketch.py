@@ -21,8 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHash
 
+from tasks.quality import UNSPACED_SCRIPTS
+
 UNSPACED_SHARE = 0.2  # cut into characters: documents with this share of unspaced script
-_UNSPACED = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}]"
+_UNSPACED = rf"[{UNSPACED_SCRIPTS}]"
 _NOT_WORD = r"[^\p{L}\p{N}\p{M}\s]+"  # punctuation and symbols
 _TOKEN_SEED = 0x5EED
 _FOLD = np.uint64(0x9E3779B97F4A7C15)

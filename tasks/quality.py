@@ -46,13 +46,14 @@ ELLIPSIS_LINES = "quality_gopher_ellipsis_lines"
 ALPHA_WORDS = "quality_gopher_alpha_words"
 STOP_WORDS = "quality_gopher_stop_words"
 
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
+# Scripts written without spaces between words (regex class body; MinHash shingles them too).
+UNSPACED_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
 # A word: a run of non-space characters, or one character (with its marks) of an unspaced script.
-_WORD = rf"[[{_UNSPACED}]&&\P{{M}}]\p{{M}}*|[^\s{_UNSPACED}]+"
+_WORD = rf"[[{UNSPACED_SCRIPTS}]&&\P{{M}}]\p{{M}}*|[^\s{UNSPACED_SCRIPTS}]+"
 # A word with a letter in it: an unspaced-script letter, or a spaced run holding a letter.
 _ALPHA_WORD = (
-    rf"[[{_UNSPACED}]&&\P{{M}}&&\p{{L}}]\p{{M}}*"
-    rf"|[^\s{_UNSPACED}]*[\p{{L}}--[{_UNSPACED}]][^\s{_UNSPACED}]*"
+    rf"[[{UNSPACED_SCRIPTS}]&&\P{{M}}&&\p{{L}}]\p{{M}}*"
+    rf"|[^\s{UNSPACED_SCRIPTS}]*[\p{{L}}--[{UNSPACED_SCRIPTS}]][^\s{UNSPACED_SCRIPTS}]*"
 )
 
 
@@ -66,7 +67,7 @@ def quality_signals(df: pl.DataFrame, stop_words: dict[str, tuple[str, ...]]) ->
     text = pl.col(TEXT)
     n_words = text.str.count_matches(_WORD)
     n_lines = text.str.count_matches(r"(?m)^[^\S\n]*\S").clip(lower_bound=1)
-    unspaced = text.str.count_matches(rf"[{_UNSPACED}]") > 0.3 * text.str.len_chars()
+    unspaced = text.str.count_matches(rf"[{UNSPACED_SCRIPTS}]") > 0.3 * text.str.len_chars()
     signals = {
         "q_word_count": n_words,
         "q_mean_word_length": pl.when(unspaced | (n_words == 0))
