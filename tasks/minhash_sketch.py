@@ -176,16 +176,29 @@ def minhash(values: np.ndarray, per_doc: np.ndarray, a: np.ndarray, b: np.ndarra
         d1 = max(d0 + 1, int(np.searchsorted(bounds, bounds[d0] + _CHUNK, "right")) - 1)
         d1 = min(d1, n_docs)
         lo, hi = bounds[d0], bounds[d1]
-        # (num_perm, S): each permutation's values lie contiguous, so the per-document
-        # minimum runs over contiguous memory
-        prod = block[:, : hi - lo] if hi - lo <= _CHUNK else np.empty((len(a), hi - lo), np.uint32)
-        np.multiply(a[:, None], mixed[None, lo:hi], out=prod)
-        prod += b[:, None]
-        docs = d0 + np.flatnonzero(per_doc[d0:d1])
-        if len(docs):
-            out[:, docs] = np.minimum.reduceat(prod, bounds[docs] - lo, axis=1)
+        if hi - lo > _CHUNK:  # one long document: a running minimum over blocks of it
+            for start in range(lo, hi, _CHUNK):
+                part = _permuted(mixed[start : min(hi, start + _CHUNK)], a, b, block)
+                np.minimum(out[:, d0], part.min(axis=1), out=out[:, d0])
+        else:
+            prod = _permuted(mixed[lo:hi], a, b, block)
+            docs = d0 + np.flatnonzero(per_doc[d0:d1])
+            if len(docs):
+                out[:, docs] = np.minimum.reduceat(prod, bounds[docs] - lo, axis=1)
         d0 = d1
     return np.ascontiguousarray(out.T)
+
+
+def _permuted(mixed: np.ndarray, a: np.ndarray, b: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """`a * h + b` for every permutation and shingle hash, (num_perm, S), in `block`.
+
+    Each permutation's values lie contiguous, so a per-document minimum runs over contiguous
+    memory.
+    """
+    prod = block[:, : len(mixed)]
+    np.multiply(a[:, None], mixed[None, :], out=prod)
+    prod += b[:, None]
+    return prod
 
 
 def signatures(texts: Sequence[str] | pa.Array, num_perm: int, seed: int, n: int, char_n: int):

@@ -50,6 +50,17 @@ def test_signatures_equal_datasketch(text):
     assert lean.jaccard(LeanMinHash(theirs)) == 1.0
 
 
+def test_documents_longer_than_a_block_keep_a_running_minimum(monkeypatch):
+    """A document with more shingles than a block is folded block by block, not held whole."""
+    monkeypatch.setattr("tasks.minhash_sketch._CHUNK", 64)
+    long = " ".join(f"w{i % 500} z{i % 7}" for i in range(2000))
+    ours = signatures([long, TEXTS[0]], CFG.num_perm, CFG.seed, CFG.ngram, CFG.char_ngram)
+    for text, row in zip([long, TEXTS[0]], ours, strict=True):
+        theirs = MinHash(num_perm=CFG.num_perm, seed=CFG.seed, hashfunc=hash_shingle)
+        theirs.update_batch(shingles(text, CFG.ngram, CFG.char_ngram))
+        assert np.array_equal(row, theirs.hashvalues)
+
+
 def test_batch_signatures_equal_one_at_a_time():
     batch = signatures(TEXTS, 64, 7, 4, 2)
     for text, row in zip(TEXTS, batch, strict=True):
