@@ -87,7 +87,9 @@ class SignatureStore:
 def mapped_matrix(path: Path, column: str) -> np.ndarray:
     """A fixed-size-list column of an uncompressed Arrow IPC file as a zero-copy 2-D array."""
     table = ipc.open_file(pa.memory_map(str(path))).read_all()
-    col = table.column(column).combine_chunks()  # one chunk as written: no copy
+    chunks = table.column(column).chunks
+    # One chunk as the sign step writes it: no copy (combine_chunks would copy even that).
+    col = chunks[0] if len(chunks) == 1 else table.column(column).combine_chunks()
     width = col.type.list_size
     flat = col.values.to_numpy(zero_copy_only=True)
     return flat[col.offset * width : (col.offset + len(col)) * width].reshape(-1, width)

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from datasketch import LeanMinHash, MinHash
 
 from shards.writer import write_table
 from tasks.langid import LangIdConfig
-from tasks.minhash_cluster import bucket_pairs, connected_components, make_refs
+from tasks.minhash_cluster import bucket_pairs, connected_components, make_refs, mapped_matrix
 from tasks.minhash_dedup import (
     ClusterInputs,
     MinhashConfig,
@@ -82,6 +83,16 @@ def test_bucket_pairs_join_each_member_to_the_anchor():
     refs = make_refs(0, 6)
     pairs = {tuple(p) for p in bucket_pairs(keys, doc_keys, refs).tolist()}
     assert pairs == {(2, 0), (2, 3), (1, 5)}
+
+
+def test_signatures_are_memory_mapped_not_copied(tmp_path):
+    sigs = np.arange(4000 * 128, dtype=np.uint32).reshape(4000, 128)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), 128)
+    write_table(pa.table({"signature": column}), tmp_path / "k.arrow", compression=None)
+    before = pa.total_allocated_bytes()
+    mapped = mapped_matrix(tmp_path / "k.arrow", "signature")
+    assert np.array_equal(mapped, sigs)
+    assert pa.total_allocated_bytes() - before < sigs.nbytes // 10
 
 
 def test_connected_components_label_by_smallest_member():
