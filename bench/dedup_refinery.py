@@ -32,7 +32,6 @@ from tasks import exact_dedup as exact
 from tasks import minhash_dedup as near
 from tasks.langid import LangIdConfig
 from tasks.partition import StageDir
-from tasks.quality import QualityConfig
 
 
 def write_input(corpus: pl.DataFrame, work: Path, partition_mb: float) -> list[str]:
@@ -59,7 +58,7 @@ def run(work: Path, names: list[str], cfg: near.MinhashConfig) -> set[str]:
         near.sign_partition.fn(name, ex, mh, cfg)
     for group, bands in enumerate(cfg.band_groups()):
         near.find_pairs.fn(group, bands, mh, names, cfg)
-    near.cluster_pairs.fn(near.ClusterInputs(ex, mh, names, QualityConfig(), LangIdConfig()), cfg)
+    near.cluster_pairs.fn(near.ClusterInputs(ex, mh, names, LangIdConfig()), cfg)
     for name in names:
         near.minhash_dedup.fn(name, ex, mh)
     removed = [pl.read_ipc(d.ledger(n), columns=["doc_id"]) for d in (ex, mh) for n in names]

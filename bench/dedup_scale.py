@@ -31,7 +31,6 @@ from tasks import minhash_dedup as near
 from tasks.langid import LangIdConfig
 from tasks.minhash_cluster import band_keys
 from tasks.partition import StageDir
-from tasks.quality import QualityConfig
 
 PART = 100_000
 CFG = near.MinhashConfig(keep="doc_id", same_language=False)  # no text in this run
@@ -105,7 +104,7 @@ def _reduce(root: Path) -> dict:
     for group, bands in enumerate(CFG.band_groups()):
         near.find_pairs.fn(group, bands, out, names, CFG)
     buckets = time.perf_counter() - start
-    near.cluster_pairs.fn(near.ClusterInputs(out, out, names, QualityConfig(), LangIdConfig()), CFG)
+    near.cluster_pairs.fn(near.ClusterInputs(out, out, names, LangIdConfig()), CFG)
     total = time.perf_counter() - start
     found = pl.read_ipc(out.duplicates)
     n_docs = sum(pl.read_ipc(out.keys(n), columns=["doc_id"]).height for n in names)

@@ -103,6 +103,22 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_quality(args: argparse.Namespace) -> int:
+    from tasks.quality_model import read_texts, train_quality_model
+
+    positive, negative = read_texts(args.positive), read_texts(args.negative)  # checks paths
+    options = {"epochs": args.epochs, "seed": args.seed, "max_docs": args.max_docs}
+    given = {key: value for key, value in options.items() if value is not None}
+    stats = train_quality_model(positive, negative, args.output, **given)
+    docs, skipped = stats["docs"], sum(stats["skipped"].values())
+    print(
+        f"refinery: quality model at {args.output} ({docs['hq']} hq and {docs['lq']} lq "
+        f"documents, {skipped} without text skipped; held-out accuracy "
+        f"{stats['heldout_accuracy']:.3f} on {stats['heldout_docs']})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    q = sub.add_parser("train-quality", help="train the fastText classifier for quality.model")
+    for name, kind in (("--positive", "wanted"), ("--negative", "unwanted")):
+        q.add_argument(
+            name,
+            nargs="+",
+            action="extend",
+            required=True,
+            metavar="URI",
+            help=f"{kind} text: input files, directories, globs or prepare outputs",
+        )
+    q.add_argument("--output", "-o", type=Path, required=True, metavar="FILE", help="model .bin")
+    q.add_argument("--max-docs", type=int, metavar="N", help="per class (default 100000)")
+    q.add_argument("--epochs", type=int, metavar="N", help="default 5")
+    q.add_argument("--seed", type=int, metavar="N", help="deterministic single-threaded training")
     return parser
 
 
@@ -162,6 +192,7 @@ COMMANDS = {
     "report": cmd_report,
     "tokenizer": cmd_tokenizer,
     "pretrain": cmd_pretrain,
+    "train-quality": cmd_train_quality,
 }
 
 

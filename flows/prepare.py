@@ -127,13 +127,13 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
         chain.finish(exact_dedup.map(names, unmapped(src), unmapped(dst)))
 
     if cfg.minhash.enabled:
-        key = minhash_stage_key(cfg.minhash, cfg.quality, cfg.langid)
+        key = minhash_stage_key(cfg.minhash, cfg.langid)
         src, dst = chain.last, chain.start("minhash", key)
         sign_partition.map(names, unmapped(src), unmapped(dst), unmapped(cfg.minhash)).result()
         groups = cfg.minhash.band_groups()
         find_pairs.map(range(len(groups)), groups, unmapped(dst), unmapped(names),
                        unmapped(cfg.minhash)).result()  # fmt: skip
-        cluster_pairs(ClusterInputs(src, dst, names, cfg.quality, cfg.langid), cfg.minhash)
+        cluster_pairs(ClusterInputs(src, dst, names, cfg.langid), cfg.minhash)
         chain.finish(minhash_dedup.map(names, unmapped(src), unmapped(dst)))
 
     if cfg.langid.enabled:
@@ -142,7 +142,9 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
 
     if cfg.quality.enabled:
         src, dst = chain.last, chain.start("quality", cfg.quality)
-        chain.finish(quality.map(names, unmapped(src), unmapped(dst), unmapped(cfg.quality)))
+        signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
+        chain.finish(quality.map(names, unmapped(src), unmapped(signals), unmapped(dst),
+                                 unmapped(cfg.quality)))  # fmt: skip
 
     removers = list(chain.dirs)
     run_id = fingerprint("shards", cfg.shards.model_dump(mode="json"), chain.last.fingerprint)

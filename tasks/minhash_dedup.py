@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, model_validator
 from shards.reader import read_frame
 from shards.schema import CLUSTER_SIZE, DOC_ID, LANG, TEXT
 from shards.writer import write_table
-from tasks.langid import LangIdConfig, languages, load_model
+from tasks.langid import LangIdConfig, identify, load_model
 from tasks.minhash_cluster import (
     SignatureStore,
     band_keys,
@@ -45,7 +45,7 @@ from tasks.minhash_cluster import (
 )
 from tasks.minhash_sketch import signatures
 from tasks.partition import StageDir, run_partition
-from tasks.quality import QualityConfig, quality_score
+from tasks.quality import quality_score
 from tasks.records import StageStats, drop_duplicates
 
 STAGE = "minhash"
@@ -95,13 +95,12 @@ class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
         return [g.tolist() for g in np.array_split(np.arange(bands), self.band_tasks) if len(g)]
 
 
-def stage_key(cfg: MinhashConfig, quality: QualityConfig, langid: LangIdConfig) -> dict:
+def stage_key(cfg: MinhashConfig, langid: LangIdConfig) -> dict:
     """What the stage's results depend on, for its work directory's fingerprint: its config,
-    the quality rules and language model it uses, and the polars version (its string hash
-    shapes the shingle hashes and anchors)."""
+    the language model it uses, and the polars version (its string hash shapes the shingle
+    hashes and anchors). The keeper's quality score uses the default thresholds, so changing
+    the quality stage's leaves this stage as it was."""
     key: dict = {"config": cfg.model_dump(mode="json"), "polars": pl.__version__}
-    if cfg.keep == "quality":
-        key["quality"] = quality.model_dump(mode="json")
     if cfg.same_language:
         key["langid_model"] = langid.model
     return key
@@ -117,6 +116,7 @@ def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, i
 
 DUPLICATE = "minhash_duplicate"
 LANG_CHARS = 200  # enough text to tell two languages apart
+_LANG_CFG = LangIdConfig(segment_chars=LANG_CHARS, segment_max=LANG_CHARS, max_segments=1)
 # Pairs this similar share most of their wording: no translation does, so fastText is asked
 # only about the pairs below it.
 SURE_SAME_LANGUAGE = 0.8
@@ -197,7 +197,6 @@ class ClusterInputs:
     src: StageDir
     out: StageDir
     parts: list[str]
-    quality: QualityConfig
     langid: LangIdConfig
 
 
@@ -220,10 +219,10 @@ def member_table(
         if cfg.keep == "quality":
             ends = text.str.head(SCORE_CHARS // 2) + "\n" + text.str.tail(SCORE_CHARS // 2)
             short = text.str.len_chars() <= SCORE_CHARS
-            score = quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)}), at.quality)
+            score = quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)}))
         lang = pl.repeat(None, len(rows), dtype=pl.String, eager=True)
         if len(check):
-            lang = lang.scatter(check, languages(text[check], model, LANG_CHARS)[LANG])
+            lang = lang.scatter(check, identify(text[check], model, _LANG_CFG)[LANG])
         frames.append(meta.with_columns(score=score.cast(pl.Float32), lang=lang))
     return pl.concat(frames).with_columns(ref=pl.Series(nodes))
 

@@ -1,11 +1,19 @@
-"""Normalize: decode, repair and tidy text.
+"""Normalize: decode, repair and tidy text, then replace PII.
 
 In: doc_id, text, raw (bytes when the record was not valid UTF-8). Out: the same rows with a
-clean `text` (no `raw`): bytes decoded with the fallback encodings, mojibake repaired with ftfy,
-Unicode NFC, control characters removed, runs of spaces folded, blank lines collapsed.
-Undecodable and empty records are quarantined. With `enabled: false` the text is only decoded
-and checked, not changed.
+clean `text` (no `raw`) and `pii_replaced` (UInt32). In order: bytes decoded with the fallback
+encodings, mojibake repaired with ftfy, Unicode NFC, control characters removed, runs of spaces
+folded, blank lines collapsed; undecodable and empty records quarantined; then, in the kept
+rows, e-mail addresses, phone numbers, IP addresses (and names, with `pii.ner_model`) replaced
+by placeholders (`tasks.pii`), counted in `pii_replaced`. PII comes last so that cleaning never
+touches a placeholder (quarantined rows have no text left to replace).
+
+With `enabled: false` the text is only decoded and checked, not changed: no PII is replaced
+either. With `pii.enabled: false` the text is cleaned but its PII left. Either way every kept
+row has `pii_replaced`, 0.
 """
+
+from typing import Any
 
 import ftfy
 import polars as pl
@@ -14,6 +22,7 @@ from pydantic import BaseModel
 
 from shards.schema import TEXT
 from tasks.partition import StageDir, run_partition
+from tasks.pii import PiiConfig, load_ner, replace_pii
 from tasks.records import QUARANTINED, Rule, StageResult, StageStats, apply_rules
 
 STAGE = "normalize"
@@ -25,6 +34,7 @@ class NormalizeConfig(BaseModel, frozen=True, extra="forbid"):
     enabled: bool = True
     fix_mojibake: bool = True
     fallback_encodings: tuple[str, ...] = ("cp1252",)
+    pii: PiiConfig = PiiConfig()
 
 
 UNDECODABLE = "normalize_undecodable"
@@ -62,8 +72,14 @@ def clean(texts: pl.Expr) -> pl.Expr:
     )
 
 
-def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig) -> StageResult:
-    """Decode, repair and clean a batch; quarantine undecodable and empty records."""
+def pii_config(cfg: NormalizeConfig) -> PiiConfig:
+    """The PII step's config: off when normalize is off, which changes no text."""
+    return cfg.pii if cfg.enabled else cfg.pii.model_copy(update={"enabled": False})
+
+
+def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig, nlp: Any = None) -> StageResult:
+    """Decode, repair and clean a batch; quarantine undecodable and empty records; replace
+    PII in the rest (`nlp`: the spaCy pipeline `cfg.pii.ner_model` names, loaded)."""
     undecoded = df[TEXT].is_null() & df["raw"].is_not_null()
     decoded = [decode(r, cfg.fallback_encodings) for r in df.filter(undecoded)["raw"]]
     text = df[TEXT].scatter(undecoded.arg_true(), pl.Series(decoded, dtype=pl.String))
@@ -78,10 +94,16 @@ def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig) -> StageResult:
         Rule(EMPTY, pl.col(TEXT).str.strip_chars() == "", pl.lit("no text left"), QUARANTINED),
     ]
     result = apply_rules(out, STAGE, rules)
-    return StageResult(result.kept.drop("raw"), result.removed)
+    kept = replace_pii(result.kept.drop("raw"), pii_config(cfg), nlp)
+    return StageResult(kept, result.removed)
+
+
+def _ner(cfg: NormalizeConfig) -> Any:
+    pii = pii_config(cfg)
+    return load_ner(pii.ner_model) if pii.enabled and pii.ner_model is not None else None
 
 
 @task(name="normalize")
 def normalize(part: str, src: StageDir, out: StageDir, cfg: NormalizeConfig) -> StageStats:
     """Normalize one partition of `src` into `out`."""
-    return run_partition(src, out, part, lambda df: normalize_batch(df, cfg))
+    return run_partition(src, out, part, lambda df: normalize_batch(df, cfg, _ner(cfg)))

@@ -23,7 +23,6 @@ from tasks.minhash_dedup import (
 )
 from tasks.minhash_sketch import hash_shingle, shingles, signatures
 from tasks.partition import StageDir
-from tasks.quality import QualityConfig
 from tests.conftest import DATA, SAMPLE
 
 CFG = MinhashConfig()
@@ -113,7 +112,7 @@ def run_minhash(parts: list[pl.DataFrame], root: Path, cfg: MinhashConfig = CFG)
         sign_partition.fn(name, src, out, cfg)
     for g, bands in enumerate(cfg.band_groups()):
         find_pairs.fn(g, bands, out, names, cfg)
-    cluster_pairs.fn(ClusterInputs(src, out, names, QualityConfig(), LangIdConfig()), cfg)
+    cluster_pairs.fn(ClusterInputs(src, out, names, LangIdConfig()), cfg)
     stats = [minhash_dedup.fn(name, src, out) for name in names]
     kept = pl.concat([pl.read_ipc(out.kept(n)) for n in names])
     removed = pl.concat([pl.read_ipc(out.ledger(n)) for n in names])

@@ -1,6 +1,13 @@
+from pathlib import Path
+
 import polars as pl
 
-from tasks.normalize import EMPTY, UNDECODABLE, NormalizeConfig, clean, normalize_batch
+from shards.schema import PII_REPLACED
+from shards.writer import write_table
+from tasks.normalize import EMPTY, UNDECODABLE, NormalizeConfig, clean, normalize, normalize_batch
+from tasks.partition import StageDir
+from tasks.pii import EMAIL, IP, PERSON, PHONE, PiiConfig
+from tests.tasks.test_pii import save_pipeline
 
 
 def batch(texts: list[str | None], raws: list[bytes | None] | None = None) -> pl.DataFrame:
@@ -53,3 +60,32 @@ def test_idempotent():
     once = normalize_batch(df, NormalizeConfig()).kept
     twice = normalize_batch(once.with_columns(raw=pl.lit(None, pl.Binary)), NormalizeConfig()).kept
     assert once["text"].to_list() == twice["text"].to_list()
+
+
+def test_pii_is_replaced_after_cleaning_and_counted():
+    df = batch(["Mail\x00  a@b.org  or call\t555-123-4567\r\n\n\n\nfrom 10.0.0.1", "plain"])
+    kept = normalize_batch(df, NormalizeConfig()).kept
+    assert kept["text"].to_list() == [f"Mail {EMAIL} or call {PHONE}\n\nfrom {IP}", "plain"]
+    assert kept[PII_REPLACED].to_list() == [3, 0]
+    assert kept.schema[PII_REPLACED] == pl.UInt32
+
+
+def test_pii_column_is_there_when_pii_is_off():
+    df = batch(["a@b.org", ""])
+    for cfg in (NormalizeConfig(enabled=False), NormalizeConfig(pii=PiiConfig(enabled=False))):
+        result = normalize_batch(df, cfg)
+        assert result.kept["text"].to_list() == ["a@b.org"]
+        assert result.kept[PII_REPLACED].to_list() == [0]
+        assert result.kept.schema[PII_REPLACED] == pl.UInt32
+        assert result.removed["reason"].to_list() == [EMPTY]
+
+
+def test_task_replaces_names_with_the_configured_pipeline(tmp_path: Path):
+    pii = PiiConfig(ner_model=str(save_pipeline(tmp_path / "ner")))
+    src, out = StageDir("ingest", tmp_path / "src"), StageDir("normalize", tmp_path / "out")
+    write_table(batch(["Ada  Lovelace wrote to ada@example.org."]).to_arrow(), src.kept("p0"))
+    stats = normalize.fn("p0", src, out, NormalizeConfig(pii=pii))
+    kept = pl.read_ipc(out.kept("p0"))
+    assert stats.kept == 1
+    assert kept["text"].to_list() == [f"{PERSON} wrote to {EMAIL}."]
+    assert kept[PII_REPLACED].to_list() == [2]
