@@ -1,8 +1,13 @@
 """The `refinery` command line.
 
 refinery prepare --input URI... --output DIR [--config FILE] [--set section.key=value ...]
+refinery refilter --output DIR --set quality.gopher.min_words=100 ...
 refinery explain DOC_ID --output DIR
 refinery verify --output DIR
+refinery report --output DIR
+refinery tokenizer train --input DIR --output FILE
+refinery pretrain --tokens DIR --run DIR [--resume]
+refinery train-quality --positive URI... --negative URI... --output FILE
 """
 
 import argparse
@@ -31,6 +36,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(
         f"refinery: {t['kept']} of {t['documents']} documents kept in {len(manifest['shards'])} "
         f"shards at {args.output} ({t['dropped']} dropped, {t['quarantined']} quarantined)"
+    )
+    return 0
+
+
+def cmd_refilter(args: argparse.Namespace) -> int:
+    from flows.config import refilter_config
+    from shards.reader import read_manifest
+
+    manifest = read_manifest(args.output)
+    cfg = refilter_config(manifest["config"], [*args.sets, *runner_sets(args)])
+    from flows.prepare import refilter
+
+    before = manifest["totals"]["kept"]
+    after = refilter(output=str(args.output), config=cfg)
+    t = after["totals"]
+    print(
+        f"refinery: {t['kept']} of {t['documents']} documents kept (was {before}) in "
+        f"{len(after['shards'])} shards at {args.output}"
     )
     return 0
 
@@ -119,6 +142,12 @@ def cmd_train_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_runner_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runner", choices=["local", "process", "dask"], help="runner.kind")
+    p.add_argument("--workers", type=int, help="threads, processes or Dask workers")
+    p.add_argument("--dask-address", metavar="URL", help="an existing Dask scheduler")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,9 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one config value (repeatable)",
     )
-    p.add_argument("--runner", choices=["local", "process", "dask"], help="runner.kind")
-    p.add_argument("--workers", type=int, help="threads, processes or Dask workers")
-    p.add_argument("--dask-address", metavar="URL", help="an existing Dask scheduler")
+    add_runner_flags(p)
+    f = sub.add_parser("refilter", help="re-apply changed quality thresholds to a finished output")
+    f.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    f.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="quality.KEY=VALUE",
+        help="a changed threshold (repeatable), e.g. quality.gopher.min_words=100",
+    )
+    add_runner_flags(f)
     e = sub.add_parser("explain", help="where a document ended and why")
     e.add_argument("doc_id")
     e.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
@@ -187,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "prepare": cmd_prepare,
+    "refilter": cmd_refilter,
     "explain": cmd_explain,
     "verify": cmd_verify,
     "report": cmd_report,
@@ -200,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"refinery: error: {e}", file=sys.stderr)
         return 2
 

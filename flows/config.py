@@ -123,9 +123,38 @@ def load_config(
     for name, raw in sorted((env or {}).items()):
         if name.startswith(ENV_PREFIX):
             _set(tree, name[len(ENV_PREFIX) :].lower().replace("__", "."), yaml.safe_load(raw))
+    return _validate(tree, sets)
+
+
+def _validate(tree: dict[str, Any], sets: list[str]) -> PipelineConfig:
     for assignment in sets:
         _set(tree, *_parse_assignment(assignment))
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+
+
+# What `refilter` may change: everything of the quality stage but what its signals depend on.
+REFILTER_SECTIONS = {"quality", "runner"}
+
+
+def refilter_config(finished: dict[str, Any], sets: list[str]) -> PipelineConfig:
+    """The config of a finished run (its manifest's `config`) with `--set` pairs applied.
+
+    Raises:
+        ConfigError: when a pair changes anything but the quality thresholds (or the runner).
+    """
+    old = PipelineConfig.model_validate(finished)
+    new = _validate(old.model_dump(mode="json"), sets)
+    for section in PipelineConfig.model_fields:
+        if section not in REFILTER_SECTIONS and getattr(new, section) != getattr(old, section):
+            raise ConfigError(
+                f"refilter re-applies quality thresholds only; {section}.* changed: run prepare"
+            )
+    if new.quality.signal_key() != old.quality.signal_key() or not new.quality.enabled:
+        raise ConfigError(
+            "refilter re-applies quality thresholds only; quality.model, quality.stop_words, "
+            "quality.bad_words_ignore and quality.enabled change the signals: run prepare"
+        )
+    return new

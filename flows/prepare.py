@@ -18,6 +18,7 @@ from prefect.futures import PrefectFutureList, as_completed
 from pydantic import BaseModel
 
 from flows.config import PipelineConfig, task_runner
+from shards.reader import read_manifest
 from shards.writer import remove_temp_files
 from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
 from tasks.ingest import discover, ingest, plan_partitions
@@ -59,6 +60,17 @@ class StageChain:
         self.dirs.append(StageDir.of(self.work, stage, cfg, upstream))
         self._started = time.perf_counter()
         return self.last
+
+    @classmethod
+    def resume(cls, work: Path, manifest: dict[str, Any], before: str) -> "StageChain":
+        """The stages a finished run's manifest lists before stage `before`, as they were."""
+        chain = cls(work)
+        for stage, entry in manifest["stages"].items():
+            if stage == before or "work" not in entry:
+                break
+            chain.dirs.append(StageDir(stage, work / entry["work"]))
+            chain.stats[stage] = (StageStats.from_entry(stage, entry), entry["seconds"])
+        return chain
 
     def finish(self, futures: PrefectFutureList | StageStats) -> None:
         """Merge a stage's partition stats as they come in, then log and publish them."""
@@ -140,6 +152,42 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
         src, dst = chain.last, chain.start("langid", cfg.langid)
         chain.finish(langid.map(names, unmapped(src), unmapped(dst), unmapped(cfg.langid)))
 
+    inputs_info = {
+        "uris": inputs,
+        "files": len(files),
+        "bytes": sum(f.size for f in files),
+        "partitions": names,
+        "ignored": ignored,
+    }
+    return filter_and_write(chain, out, cfg, inputs_info)
+
+
+@flow(name="refilter")
+def refilter(output: str, config: PipelineConfig) -> dict[str, Any]:
+    """Apply `config`'s quality thresholds to a finished `prepare` output: the quality signals
+    and every stage before them are read from its work directory, not computed again; the
+    shards, ledger and manifest are rewritten as a fresh run with `config` would write them."""
+    if config.runner.kind != "local":
+        share_api_url()
+    stages = refilter_stages.with_options(task_runner=task_runner(config.runner))
+    return stages(output, config)
+
+
+@flow(name="refilter-stages")
+def refilter_stages(output: str, config: PipelineConfig) -> dict[str, Any]:
+    out = Path(output)
+    remove_temp_files(out)
+    manifest = read_manifest(out)
+    chain = StageChain.resume(out / "work", manifest, before="quality")
+    return filter_and_write(chain, out, config, manifest["inputs"])
+
+
+def filter_and_write(
+    chain: StageChain, out: Path, cfg: PipelineConfig, inputs_info: dict[str, Any]
+) -> dict[str, Any]:
+    """The stages from quality on: quality, shards, tokenize, then the ledger, manifest and
+    report."""
+    names = inputs_info["partitions"]
     if cfg.quality.enabled:
         src, dst = chain.last, chain.start("quality", cfg.quality)
         signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
@@ -157,15 +205,9 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
         tokens_id = fingerprint("tokenize", cfg.tokenize.model_dump(mode="json"), run_id)
         chain.finish(tokenize(out, shards, cfg.tokenize, tokens_id))
     publish_ledger(removers, names, out)
-    inputs_info = {
-        "uris": inputs,
-        "files": len(files),
-        "bytes": sum(f.size for f in files),
-        "partitions": len(parts),
-        "ignored": ignored,
-    }
+    work = {d.stage: d.path.name for d in chain.dirs}
     manifest = write_run_manifest(
-        out, run_id, cfg.model_dump(mode="json"), inputs_info, shards, chain.stats
+        out, run_id, cfg.model_dump(mode="json"), inputs_info, shards, chain.stats, work
     )
     report = write_report(out)
     publish_summary(manifest, out, report)

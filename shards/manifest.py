@@ -1,9 +1,10 @@
 """`manifest.json`: what a run wrote (shards with checksums) and where every document went.
 
 `stages` maps each stage that ran, in order, to `in`, `kept`, `dropped` (reason to count),
-`quarantined` (a count), `quarantined_reasons` and `seconds` (the stage's wall time in this
-run). Every stage balances (in = kept + dropped + quarantined) and each stage's `kept` is the
-next stage's `in`; `check_balance` enforces both.
+`quarantined` (a count), `quarantined_reasons`, `seconds` (the stage's wall time in this
+run) and `work` (its directory under `work/`, for the stages that have one). Every stage
+balances (in = kept + dropped + quarantined) and each stage's `kept` is the next stage's
+`in`; `check_balance` enforces both.
 """
 
 from pathlib import Path
@@ -13,9 +14,10 @@ from shards.schema import SCHEMA_VERSION
 from shards.writer import write_json
 
 
-def stage_entry(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """One stage's manifest entry from its stats (`tasks.records.StageStats.to_dict`)."""
-    return {
+def stage_entry(stats: dict[str, Any], seconds: float, work: str | None = None) -> dict[str, Any]:
+    """One stage's manifest entry from its stats (`tasks.records.StageStats.to_dict`), with
+    the name of its work directory when it has one."""
+    entry = {
         "in": stats["n_in"],
         "kept": stats["kept"],
         "dropped": stats["dropped"],
@@ -25,6 +27,7 @@ def stage_entry(stats: dict[str, Any], seconds: float) -> dict[str, Any]:
         "bytes_out": stats["bytes_out"],
         "seconds": round(seconds, 3),
     }
+    return entry | ({"work": work} if work else {})
 
 
 def check_balance(stages: dict[str, dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 import yaml
 from prefect import task
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shards.reader import read_frame
 from shards.schema import LANG, TEXT
@@ -87,7 +87,6 @@ class Thresholds(BaseModel, frozen=True, extra="forbid"):
     min_model_score: float | None = Field(None, ge=0, le=1)
 
 
-
 @functools.cache
 def language_defaults() -> dict[str, dict[str, Any]]:
     """Shipped overrides for languages written without spaces, whose words are characters:
@@ -97,6 +96,16 @@ def language_defaults() -> dict[str, dict[str, Any]]:
 
 
 LANGUAGES_FILE = Path(__file__).parent / "resources" / "quality_languages.yaml"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """`base` with `override` laid over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        key = int(key) if isinstance(key, str) and key.isdigit() else key  # n-gram sizes
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = deep_merge(out[key], value) if both else value
+    return out
 
 
 class QualityConfig(Thresholds, frozen=True, extra="forbid"):
@@ -116,6 +125,13 @@ class QualityConfig(Thresholds, frozen=True, extra="forbid"):
     )
     model: str | None = Field(None, description="fastText quality classifier (train-quality)")
 
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _onto_shipped(cls, value: Any) -> Any:
+        """A user's overrides go onto the shipped ones, key by key (`--set
+        quality.languages.ja.c4.min_sentences=2` keeps ja's other shipped overrides)."""
+        return deep_merge(language_defaults(), value) if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _check_languages(self) -> "QualityConfig":
         for lang in self.languages:
@@ -128,13 +144,7 @@ class QualityConfig(Thresholds, frozen=True, extra="forbid"):
         override = self.languages.get(lang or "")
         if not override:
             return base
-        merged = base.model_dump()
-        for section, values in override.items():
-            if isinstance(values, dict) and isinstance(merged.get(section), dict):
-                merged[section] = {**merged[section], **values}
-            else:
-                merged[section] = values
-        return Thresholds.model_validate(merged)
+        return Thresholds.model_validate(deep_merge(base.model_dump(), override))
 
     def signal_key(self) -> dict[str, Any]:
         """What the signals depend on (the thresholds do not change them)."""

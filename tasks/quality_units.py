@@ -17,6 +17,7 @@ The result is one row per word: `doc` (row in the batch), `line` (line of the do
 
 import functools
 import string
+import threading
 
 import numpy as np
 import polars as pl
@@ -46,14 +47,19 @@ WORD_COLUMNS = {"doc": pl.UInt32, "line": pl.UInt32, "h": pl.UInt64, "len": pl.U
                 "sent": pl.Boolean, "unspaced": pl.Boolean}  # fmt: skip
 
 
-@functools.cache
+_LOCAL = threading.local()  # spaCy pipelines are not thread-safe: one set per thread
+
+
 def pipeline(lang: str) -> spacy.language.Language:
-    """A blank spaCy pipeline (its tokenizer) for `lang` (`xx` when spaCy lacks it)."""
-    try:
-        nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}))
-    except (ImportError, OSError, ValueError):  # no such language, or it needs a package
-        nlp = spacy.blank("xx")
-    return nlp
+    """A blank spaCy pipeline (its tokenizer) for `lang` (`xx` when spaCy lacks it), made
+    once per thread."""
+    cache = _LOCAL.__dict__.setdefault("pipelines", {})
+    if lang not in cache:
+        try:
+            cache[lang] = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}))
+        except (ImportError, OSError, ValueError):  # no such language, or it needs a package
+            cache[lang] = spacy.blank("xx")
+    return cache[lang]
 
 
 @functools.cache

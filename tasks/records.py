@@ -80,6 +80,13 @@ class StageStats:
     def from_dict(cls, d: dict[str, Any]) -> "StageStats":
         return cls(**d)
 
+    @classmethod
+    def from_entry(cls, stage: str, entry: dict[str, Any]) -> "StageStats":
+        """From a stage's manifest entry (`shards.manifest.stage_entry`)."""
+        return cls(stage, entry["in"], entry["kept"], dict(entry["dropped"]),
+                   dict(entry["quarantined_reasons"]), entry["bytes_in"], entry["bytes_out"],
+                   entry["seconds"])  # fmt: skip
+
     def summary(self) -> str:
         """One log line: counts in, kept, dropped and quarantined by reason."""
         parts = [f"{self.stage}: in={self.n_in} kept={self.kept}"]

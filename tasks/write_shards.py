@@ -108,9 +108,14 @@ def write_run_manifest(
     inputs: dict[str, Any],
     shards: list[dict[str, Any]],
     stages: dict[str, tuple[StageStats, float]],
+    work: dict[str, str],
 ) -> dict[str, Any]:
-    """Check that every stage balances and write `manifest.json`, the run's last file."""
-    entries = {name: stage_entry(s.to_dict(), seconds) for name, (s, seconds) in stages.items()}
+    """Check that every stage balances and write `manifest.json`, the run's last file.
+    `work` names each stage's work directory (what `refinery refilter` starts from)."""
+    entries = {
+        name: stage_entry(s.to_dict(), seconds, work.get(name))
+        for name, (s, seconds) in stages.items()
+    }
     manifest = build_manifest(fingerprint, config, inputs, shards, entries)
     write_manifest(out_dir, manifest)
     return manifest

@@ -59,7 +59,7 @@ def test_every_document_is_accounted_for(mixed_corpus, tmp_path):
     assert removed.height + kept.height == stages["ingest"]["in"]
     assert set(removed["doc_id"]).isdisjoint(kept["doc_id"])
     dup = removed.filter(pl.col("reason") == "exact_dedup_duplicate").row(0, named=True)
-    assert {dup["doc_id"], dup["detail"]} == {"copy-0", "xquad-en-000"}
+    assert {dup["doc_id"], dup["detail"]} == {"copy-0", "xquad-en-003"}
     assert verify_shards(out) == []
     assert json.loads((out / "manifest.json").read_text())["totals"]["kept"] == kept.height
 

@@ -1,0 +1,62 @@
+"""`refinery refilter`: new quality thresholds on a finished output, as a fresh run gives."""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.cli import main
+from flows.config import ConfigError, load_config, refilter_config
+from flows.prepare import prepare, refilter
+from shards.reader import read_manifest, read_shards
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+SETS = ["ingest.partition_bytes=200000", "shards.size_limit=200000", "tokenize.enabled=false"]
+NEW = ["quality.gopher.min_words=100", "quality.c4.min_sentences=3",
+       "quality.languages.ja.c4.min_sentences=2"]  # fmt: skip
+
+
+def ledger(out: Path) -> pl.DataFrame:
+    files = sorted((out / "ledger").glob("*/part-*.arrow"))
+    return pl.concat([pl.read_ipc(p) for p in files]).sort("stage", "doc_id")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from tests.conftest import SAMPLE
+
+    root = tmp_path_factory.mktemp("corpus")
+    for name in ("wiki.jsonl.gz", "junk.jsonl", "variants.jsonl.gz"):
+        (root / name).write_bytes((SAMPLE / name).read_bytes())
+    return root
+
+
+def test_refilter_gives_what_a_fresh_run_with_the_new_thresholds_gives(corpus, tmp_path):
+    first, fresh = tmp_path / "first", tmp_path / "fresh"
+    before = prepare(inputs=[str(corpus)], output=str(first), config=load_config(sets=SETS))
+    signals = sorted((first / "work").glob("signals-*"))
+    cfg = refilter_config(read_manifest(first)["config"], NEW)
+    after = refilter(output=str(first), config=cfg)
+    expected = prepare(inputs=[str(corpus)], output=str(fresh), config=load_config(sets=SETS + NEW))
+
+    assert after["totals"] == expected["totals"]
+    assert after["totals"]["kept"] != before["totals"]["kept"]
+    assert read_shards(first).equals(read_shards(fresh))
+    assert ledger(first).equals(ledger(fresh))
+    assert after["stages"]["quality"] == expected["stages"]["quality"] | {
+        "seconds": after["stages"]["quality"]["seconds"]
+    }
+    # nothing was computed again: the same signals, and no stage before quality ran anew
+    assert sorted((first / "work").glob("signals-*")) == signals
+    for stage in ("ingest", "normalize", "exact_dedup", "minhash", "langid"):
+        assert after["stages"][stage]["work"] == before["stages"][stage]["work"]
+
+
+def test_refilter_refuses_changes_that_need_a_new_run(tmp_path):
+    finished = load_config(sets=SETS).model_dump(mode="json")
+    with pytest.raises(ConfigError, match="minhash"):
+        refilter_config(finished, ["minhash.threshold=0.7"])
+    with pytest.raises(ConfigError, match=r"quality\.model"):
+        refilter_config(finished, ["quality.stop_words.en=[a, b]"])
+    assert main(["refilter", "--output", str(tmp_path / "none")]) == 2
