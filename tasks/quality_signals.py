@@ -105,33 +105,56 @@ def ngram_signals(w: pl.DataFrame, n_docs: int) -> dict[str, np.ndarray]:
     N-grams are rolling hashes over the word hashes, salted with the document; a word is in
     a repeated n-gram when an n-gram covering it occurred before in the document (overlaps
     counted once). Characters include one separator per word outside scripts written
-    without spaces.
+    without spaces. An n-gram can only recur where its first n - 1 words recur, so each
+    size only looks at the places where the size before it recurred.
     """
     doc, h = w["doc"].to_numpy(), w["h"].to_numpy()
     size = w["len"].to_numpy().astype(np.int64) + ~w["unspaced"].to_numpy()
+    total = np.r_[0, np.cumsum(size)]
     out: dict[str, np.ndarray] = {}
+    at = np.arange(len(h))  # where the n-gram may recur
     gram = h ^ (doc.astype(np.uint64) * _SALT)
-    gram_len, power = size.copy(), np.ones(1, np.uint64)
+    power = np.ones(1, np.uint64)
     for n in range(2, max(DUP_NGRAMS) + 1):
         power = power * _P
-        k = max(len(h) - n + 1, 0)
-        gram = gram[:k] + h[n - 1 :] * power
-        gram_len = gram_len[:k] + size[n - 1 :]
-        valid = np.flatnonzero(doc[:k] == doc[n - 1 :])
-        keys = pl.Series(gram[valid])
+        inside = at + n - 1 < len(h)
+        inside[inside] = doc[at[inside] + n - 1] == doc[at[inside]]
+        at, gram = at[inside], gram[inside] + h[at[inside] + n - 1] * power
+        recurs = pl.Series(gram).is_duplicated().to_numpy()
+        at, gram = at[recurs], gram[recurs]
         if n in TOP_NGRAMS:
-            top = pl.DataFrame({"g": keys, "doc": doc[valid], "len": gram_len[valid]})
-            top = top.group_by("g").agg(pl.col("doc").first(), c=pl.len() * pl.col("len").first())
-            best = top.group_by("doc").agg(pl.col("c").max())
-            out[str(n)] = _scatter(best["doc"].to_numpy(), best["c"].to_numpy(), n_docs)
+            out[str(n)] = np.maximum(longest_ngram(doc, total, n, n_docs),
+                                     top_recurring(doc, total, at, gram, n, n_docs))  # fmt: skip
         else:
-            repeat = np.zeros(len(h) + 1, np.int64)
-            repeat[valid[~keys.is_first_distinct().to_numpy()] + 1] = 1
-            c = np.cumsum(repeat)  # c[j + 1]: repeated n-grams starting at or before j
+            first = pl.Series(gram).is_first_distinct().to_numpy()
+            starts = np.zeros(len(h) + 1, np.int64)
+            starts[at[~first] + 1] = 1
+            c = np.cumsum(starts)  # c[j + 1]: repeated n-grams starting at or before j
             j = np.arange(len(h))
             covered = c[j + 1] - c[np.maximum(j - n + 1, 0)] > 0
             out[str(n)] = np.bincount(doc, weights=size * covered, minlength=n_docs)
     return out
+
+
+def longest_ngram(doc: np.ndarray, total: np.ndarray, n: int, n_docs: int) -> np.ndarray:
+    """Per document, the characters of its longest n-gram (an n-gram seen once)."""
+    i = np.arange(max(len(doc) - n + 1, 0))
+    length = np.where(doc[i + n - 1] == doc[i], total[i + n] - total[i], 0)
+    best = np.zeros(n_docs)
+    np.maximum.at(best, doc[i], length)
+    return best
+
+
+def top_recurring(doc, total, at, gram, n: int, n_docs: int) -> np.ndarray:
+    """Per document, count times characters of its most frequent recurring n-gram."""
+    groups = (
+        pl.DataFrame({"g": gram, "doc": doc[at], "len": total[at + n] - total[at]})
+        .group_by("g")
+        .agg(pl.col("doc").first(), c=pl.len() * pl.col("len").first())
+        .group_by("doc")
+        .agg(pl.col("c").max())
+    )
+    return _scatter(groups["doc"].to_numpy(), groups["c"].to_numpy(), n_docs)
 
 
 def _scatter(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

@@ -41,6 +41,7 @@ _TOKENIZER_CONFIG = {
     "vi": {"nlp": {"tokenizer": {"use_pyvi": False}}},
 }
 _PIECES_PER_DOC = 20_000  # pieces joined into one text for the tokenizer
+_VOCAB_LIMIT = 500_000  # strings a pipeline may keep (about 100 MB) before it is made anew
 SENTENCE_END_CLASS = "".join(f"\\{c}" if c in string.punctuation else c for c in SENTENCE_END)
 WORD_COLUMNS = {"doc": pl.UInt32, "line": pl.UInt32, "h": pl.UInt64, "len": pl.UInt32,
                 "alpha": pl.Boolean, "symbol": pl.Boolean, "stop": pl.Boolean,
@@ -94,25 +95,29 @@ def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataF
     """spaCy's tokens of each piece (`piece`, in order) with their hash and flags.
 
     spaCy's tokenizer splits at whitespace first and handles each piece on its own, so the
-    pieces are tokenized once each, joined by spaces into long texts.
+    pieces are tokenized once each, joined by spaces into long texts. The pipeline keeps the
+    words it has seen (most words of a corpus recur) until it knows `_VOCAB_LIMIT` strings,
+    then starts afresh, which bounds its memory.
     """
     nlp = pipeline(lang)
     orths, piece_ids, start = [], [], 0
-    with nlp.memory_zone():
-        for i in range(0, len(pieces), _PIECES_PER_DOC):
-            batch = pieces[i : i + _PIECES_PER_DOC]
-            arr = nlp.make_doc(" ".join(batch)).to_array([ORTH, SPACY]).astype(np.uint64)
-            ends = arr[:, 1].astype(np.int64)
-            orths.append(arr[:, 0])
-            piece_ids.append(start + np.cumsum(ends) - ends)
-            start += len(batch)
-        orth = np.concatenate(orths) if orths else np.zeros(0, np.uint64)
-        words = pl.DataFrame({"o": np.unique(orth)})
-        words = words.with_columns(
-            w=pl.Series([nlp.vocab.strings[h] for h in words["o"].to_list()], dtype=pl.String)
-        )
+    for i in range(0, len(pieces), _PIECES_PER_DOC):
+        batch = pieces[i : i + _PIECES_PER_DOC]
+        arr = nlp.make_doc(" ".join(batch)).to_array([ORTH, SPACY]).astype(np.uint64)
+        ends = arr[:, 1].astype(np.int64)
+        orths.append(arr[:, 0])
+        piece_ids.append(start + np.cumsum(ends) - ends)
+        start += len(batch)
+    orth = np.concatenate(orths) if orths else np.zeros(0, np.uint64)
+    words = pl.DataFrame({"o": np.unique(orth)})
+    strings = nlp.vocab.strings
+    words = words.with_columns(
+        w=pl.Series([strings[h] for h in words["o"].to_list()], dtype=pl.String)
+    )
+    if len(strings) > _VOCAB_LIMIT:
+        _LOCAL.pipelines.pop(lang)
     table = pl.DataFrame({"piece": np.concatenate(piece_ids) if orths else [], "o": orth})
-    flags = word_flags(words, stop).rename({"w": "_w"}).drop("_w")
+    flags = word_flags(words, stop).drop("w")
     return table.cast({"piece": pl.UInt32}).join(flags, on="o", how="left", maintain_order="left")
 
 
