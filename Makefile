@@ -17,7 +17,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench bench-venv bench-dedup clean help
+.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
@@ -29,6 +29,9 @@ help:
 	@echo "make deploy   register the Prefect deployments in infra/prefect.yaml"
 	@echo "make setup    create .venv with the pinned dependencies (done by shards/test when needed)"
 	@echo "make bench-dedup  near-dup removal vs datasketch, rensa and datatrove (one core each)"
+	@echo "make bench-langid language ID accuracy, refinery vs raw fastText (SHARED= data folder)"
+	@echo "make bench-filters language ID + quality throughput vs raw fastText and datatrove"
+	@echo "make calibrate-quality  recompute the zh/ja quality thresholds (SHARED= data folder)"
 
 setup: $(STAMP)
 
@@ -101,6 +104,21 @@ SCALE_DOCS ?= 250000 500000 1000000
 bench-dedup: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/dedup.py $(foreach n,$(DEDUP_DOCS),--docs $(n))
 	$(BIN)/python bench/dedup_scale.py --docs $(SCALE_DOCS)
+
+# Reads the labelled texts in ../shared/data unless SHARED= names another folder.
+bench-langid: $(STAMP)
+	$(BIN)/python bench/langid_accuracy.py $(if $(SHARED),--data $(SHARED))
+
+# FILTER_DOCS: English documents of about 4.5 KB; FILTER_WORKERS: processes of the quality runs.
+FILTER_DOCS ?= 4000
+FILTER_WORKERS ?= 2
+bench-filters: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python bench/filters.py --docs $(FILTER_DOCS) --workers $(FILTER_WORKERS)
+
+# Quantile-matches the zh and ja quality thresholds on the Wikipedia paragraphs in ../shared/data
+# and writes them to tasks/resources/quality_languages.yaml.
+calibrate-quality: $(STAMP)
+	$(BIN)/python bench/calibrate_quality.py --write $(if $(SHARED),--data $(SHARED))
 
 clean:
 	rm -rf data/shards data/runs .pytest_cache
