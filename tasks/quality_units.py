@@ -34,7 +34,6 @@ UNSPACED_SCRIPT_CODES = frozenset({"Hani", "Jpan", "Hira", "Kana", "Thai", "Laoo
 # or a run of other non-space characters.
 WORD = rf"[[{UNSPACED_SCRIPTS}]&&\P{{M}}]\p{{M}}*|[^\s{UNSPACED_SCRIPTS}]+"
 SENTENCE_END = "".join(Sentencizer.default_punct_chars)
-PUNCTUATION = frozenset(string.punctuation) | frozenset(SENTENCE_END)
 # Tokenizer settings that keep these languages free of extra packages.
 _TOKENIZER_CONFIG = {
     "ko": {"nlp": {"tokenizer": {"@tokenizers": "spacy.Tokenizer.v1"}}},

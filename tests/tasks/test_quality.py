@@ -233,3 +233,26 @@ def test_signals_do_not_depend_on_the_thresholds():
     a = q.add_signals(wiki().head(40), CFG).select(QUALITY_SIGNALS)
     b = q.add_signals(wiki().head(40), strict).select(QUALITY_SIGNALS)
     assert a.equals(b)
+
+
+def test_a_trained_quality_model_adds_q_model_and_its_threshold_drops(tmp_path):
+    from tasks.quality_model import train_quality_model
+
+    wanted = wiki().filter(pl.col("lang") == "en")["text"].to_list()
+    junk = []
+    for text in JUNK.values():  # the junk without the Wikipedia paragraphs some pages hold
+        for paragraph in P:
+            text = text.replace(paragraph, "")
+        junk += [text] * 3
+    path = tmp_path / "quality.bin"
+    train_quality_model(wanted, junk, path, seed=0, epochs=10)
+    cfg = q.QualityConfig(model=str(path), min_model_score=0.5)
+    assert cfg.signal_key() != CFG.signal_key()  # a new model means new signals
+    df = pl.DataFrame({"doc_id": ["prose", "spam"], "text": [P[0], JUNK[q.top_ngram(2)]]})
+    scored = q.add_signals(df.with_columns(lang=pl.lit("en")), cfg)
+    prose, spam = scored["q_model"].to_list()
+    assert prose > 0.5 > spam
+    no_ngrams = {"max_top_ngram_char_ratio": {}, "max_dup_ngram_char_ratio": {}}
+    relaxed = q.QualityConfig(model=str(path), min_model_score=0.5, gopher_repetition=no_ngrams)
+    dropped = q.filter_quality(scored.with_columns(lang=pl.lit("en")), relaxed).removed
+    assert dropped["reason"].to_list() == [q.MODEL_SCORE]
