@@ -47,19 +47,36 @@ WORD_COLUMNS = {"doc": pl.UInt32, "line": pl.UInt32, "h": pl.UInt64, "len": pl.U
                 "sent": pl.Boolean, "unspaced": pl.Boolean}  # fmt: skip
 
 
-_LOCAL = threading.local()  # spaCy pipelines are not thread-safe: one set per thread
+# One pipeline per language and process, made on first use (building a tokenizer's special
+# cases takes about 0.2 s); a pipeline is not thread-safe, so each has a lock.
+_PIPELINES: dict[str, spacy.language.Language] = {}
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+@functools.cache
+def tokenizer_language(lang: str) -> str:
+    """`lang` if spaCy has a tokenizer for it that needs no extra package, else `xx`."""
+    try:
+        nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}))
+    except (ImportError, OSError, ValueError):  # no such language, or it needs a package
+        return "xx"
+    with _LOCKS_LOCK:
+        _PIPELINES.setdefault(lang, nlp)
+    return lang
+
+
+def pipeline_lock(lang: str) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(lang, threading.Lock())
 
 
 def pipeline(lang: str) -> spacy.language.Language:
-    """A blank spaCy pipeline (its tokenizer) for `lang` (`xx` when spaCy lacks it), made
-    once per thread."""
-    cache = _LOCAL.__dict__.setdefault("pipelines", {})
-    if lang not in cache:
-        try:
-            cache[lang] = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}))
-        except (ImportError, OSError, ValueError):  # no such language, or it needs a package
-            cache[lang] = spacy.blank("xx")
-    return cache[lang]
+    """The blank spaCy pipeline (its tokenizer) of `lang`, a `tokenizer_language`; the
+    caller holds `pipeline_lock(lang)`."""
+    if lang not in _PIPELINES:
+        _PIPELINES[lang] = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}))
+    return _PIPELINES[lang]
 
 
 @functools.cache
@@ -98,23 +115,25 @@ def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataF
     words it has seen (most words of a corpus recur) until it knows `_VOCAB_LIMIT` strings,
     then starts afresh, which bounds its memory.
     """
-    nlp = pipeline(lang)
-    orths, piece_ids, start = [], [], 0
-    for i in range(0, len(pieces), _PIECES_PER_DOC):
-        batch = pieces[i : i + _PIECES_PER_DOC]
-        arr = nlp.make_doc(" ".join(batch)).to_array([ORTH, SPACY]).astype(np.uint64)
-        ends = arr[:, 1].astype(np.int64)
-        orths.append(arr[:, 0])
-        piece_ids.append(start + np.cumsum(ends) - ends)
-        start += len(batch)
-    orth = np.concatenate(orths) if orths else np.zeros(0, np.uint64)
-    words = pl.DataFrame({"o": np.unique(orth)})
-    strings = nlp.vocab.strings
-    words = words.with_columns(
-        w=pl.Series([strings[h] for h in words["o"].to_list()], dtype=pl.String)
-    )
-    if len(strings) > _VOCAB_LIMIT:
-        _LOCAL.pipelines.pop(lang)
+    lang = tokenizer_language(lang)
+    with pipeline_lock(lang):
+        nlp = pipeline(lang)
+        orths, piece_ids, start = [], [], 0
+        for i in range(0, len(pieces), _PIECES_PER_DOC):
+            batch = pieces[i : i + _PIECES_PER_DOC]
+            arr = nlp.make_doc(" ".join(batch)).to_array([ORTH, SPACY]).astype(np.uint64)
+            ends = arr[:, 1].astype(np.int64)
+            orths.append(arr[:, 0])
+            piece_ids.append(start + np.cumsum(ends) - ends)
+            start += len(batch)
+        orth = np.concatenate(orths) if orths else np.zeros(0, np.uint64)
+        words = pl.DataFrame({"o": np.unique(orth)})
+        strings = nlp.vocab.strings
+        words = words.with_columns(
+            w=pl.Series([strings[h] for h in words["o"].to_list()], dtype=pl.String)
+        )
+        if len(strings) > _VOCAB_LIMIT:
+            del _PIPELINES[lang]
     table = pl.DataFrame({"piece": np.concatenate(piece_ids) if orths else [], "o": orth})
     flags = word_flags(words, stop).drop("w")
     return table.cast({"piece": pl.UInt32}).join(flags, on="o", how="left", maintain_order="left")
