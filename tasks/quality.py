@@ -185,9 +185,17 @@ def dup_ngram(n: int) -> str:
 
 
 def checks(t: Thresholds) -> list[tuple[str, str, str, float | None]]:
-    """(reason, signal, comparison that drops, threshold) for every rule, in order."""
+    """(reason, signal, comparison that drops, threshold) for every rule, in order of
+    precedence: length and explicit markers (lorem ipsum, code, bad words) first, as the
+    plainest explanation of a drop, then repetition, the other Gopher rules, C4's sentences,
+    FineWeb's line rules and the model."""
     g, r, c, f = t.gopher, t.gopher_repetition, t.c4, t.fineweb
     return [
+        (SHORT_DOC, "q_gopher_words", "<", g.min_words),
+        (LONG_DOC, "q_gopher_words", ">", g.max_words),
+        (LOREM_IPSUM, "q_c4_lorem_ipsum", ">", 0 if c.lorem_ipsum else None),
+        (CURLY_BRACKET, "q_c4_curly_bracket", ">", 0 if c.curly_bracket else None),
+        (BAD_WORDS, "q_c4_bad_words", ">", c.max_bad_words),
         (DUP_PARA, "q_gopher_dup_para_ratio", ">", r.max_dup_para_ratio),
         (DUP_PARA_CHARS, "q_gopher_dup_para_char_ratio", ">", r.max_dup_para_char_ratio),
         (DUP_LINE, "q_gopher_dup_line_ratio", ">", r.max_dup_line_ratio),
@@ -196,8 +204,6 @@ def checks(t: Thresholds) -> list[tuple[str, str, str, float | None]]:
            r.max_top_ngram_char_ratio.get(n)) for n in TOP_NGRAMS],
         *[(dup_ngram(n), f"q_gopher_dup_{n}gram_char_ratio", ">",
            r.max_dup_ngram_char_ratio.get(n)) for n in DUP_NGRAMS],
-        (SHORT_DOC, "q_gopher_words", "<", g.min_words),
-        (LONG_DOC, "q_gopher_words", ">", g.max_words),
         (SHORT_WORDS, "q_gopher_mean_word_length", "<", g.min_mean_word_length),
         (LONG_WORDS, "q_gopher_mean_word_length", ">", g.max_mean_word_length),
         (SYMBOLS, "q_gopher_symbol_word_ratio", ">", g.max_symbol_word_ratio),
@@ -205,10 +211,7 @@ def checks(t: Thresholds) -> list[tuple[str, str, str, float | None]]:
         (ELLIPSIS, "q_gopher_ellipsis_lines_ratio", ">", g.max_ellipsis_lines_ratio),
         (ALPHA, "q_gopher_alpha_words_ratio", "<", g.min_alpha_words_ratio),
         (STOP_WORDS, "q_gopher_stop_words", "<", g.min_stop_words),
-        (LOREM_IPSUM, "q_c4_lorem_ipsum", ">", 0 if c.lorem_ipsum else None),
-        (CURLY_BRACKET, "q_c4_curly_bracket", ">", 0 if c.curly_bracket else None),
         (FEW_SENTENCES, "q_c4_sentences", "<", c.min_sentences),
-        (BAD_WORDS, "q_c4_bad_words", ">", c.max_bad_words),
         (LINE_PUNCT, "q_fineweb_line_punct_ratio", "<=", f.min_line_punct_ratio),
         (SHORT_LINES, "q_fineweb_short_line_ratio", ">=", f.max_short_line_ratio),
         (CHAR_DUP, "q_fineweb_char_dup_ratio", ">=", f.max_char_dup_ratio),
@@ -233,12 +236,17 @@ def rules(cfg: QualityConfig, langs: list[str]) -> list[Rule]:
     per_lang = {lang: checks(cfg.thresholds(lang)) for lang in langs}
     out = []
     for i, (reason, signal, op, threshold) in enumerate(default):
-        fails = _fails(signal, op, threshold)
+        fails, limit = _fails(signal, op, threshold), pl.lit(threshold, pl.Float64)
         for lang, lang_checks in per_lang.items():
-            fails = pl.when(pl.col(LANG) == lang).then(_fails(*lang_checks[i][1:])).otherwise(fails)
-        detail = pl.format("{} {} {}", pl.col(signal).round(4), pl.lit(op), pl.lit(threshold))
-        out.append(Rule(reason, fails, detail))
-    return out
+            here = pl.col(LANG) == lang
+            fails = pl.when(here).then(_fails(*lang_checks[i][1:])).otherwise(fails)
+            limit = pl.when(here).then(pl.lit(lang_checks[i][3], pl.Float64)).otherwise(limit)
+        out.append(
+            Rule(reason, fails, pl.format("{} {} {}", pl.col(signal).round(4), pl.lit(op), limit))
+        )
+    failed = pl.concat_list([pl.when(r.when).then(pl.lit(r.reason)) for r in out])
+    also = failed.list.drop_nulls().list.join(", ")
+    return [Rule(r.reason, r.when, pl.format("{}; fails {}", r.detail, also)) for r in out]
 
 
 def filter_quality(df: pl.DataFrame, cfg: QualityConfig) -> StageResult:

@@ -60,12 +60,18 @@ def _bars(counts: dict[str, int], title: str, xlabel: str, path: Path) -> str:
 
 
 def plot_signals(shards: pl.DataFrame, path: Path) -> str:
-    fig = Figure(figsize=(12, 5))
-    axes = fig.subplots(2, 4)
+    """A histogram of every quality signal over the kept documents."""
+    cols = 6
+    rows = -(-len(QUALITY_SIGNALS) // cols)
+    fig = Figure(figsize=(3 * cols, 2.2 * rows))
+    axes = fig.subplots(rows, cols)
     for ax, name in zip(axes.flat, QUALITY_SIGNALS, strict=False):
         values = shards[name].drop_nulls().to_numpy()
-        ax.hist(values, bins=30, color="#55a868")
-        ax.set_title(name, fontsize=9)
+        if len(values):
+            ax.hist(values, bins=30, color="#55a868")
+        else:
+            ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(name.removeprefix("q_"), fontsize=8)
     for ax in list(axes.flat)[len(QUALITY_SIGNALS) :]:
         ax.axis("off")
     return _save(fig, path)
