@@ -86,16 +86,21 @@ def iso639_1() -> dict[str, str]:
     return dict(line.split("\t") for line in lines if line and not line.startswith("#"))
 
 
+# lid.176 labels are Wikipedia's language codes; these two are not ISO 639 codes of the
+# language they name (`als` is Alemannic, whose ISO code is `gsw`; `sh` is deprecated).
+LID176_ISO = {"als": "gsw", "sh": "hbs"}
+
+
 @functools.cache
 def language_of(label: str) -> str:
     """A model label as a language code: `__label__cmn_Hani` -> `zh`, `__label__en` -> `en`.
 
-    Labels of lid.176 (Wikipedia codes) are kept as they are; three-letter codes of models
-    that add a script (GlotLID, OpenLID) are mapped to ISO 639-1 where one exists.
+    Labels of lid.176 are kept as they are but for `LID176_ISO`; three-letter codes of
+    models that add a script (GlotLID, OpenLID) are mapped to ISO 639-1 where one exists.
     """
     code = label.removeprefix("__label__")
     lang, sep, _script = code.partition("_")
-    return iso639_1().get(lang, lang) if sep else code
+    return iso639_1().get(lang, lang) if sep else LID176_ISO.get(code, code)
 
 
 def segments(texts: pl.Series, cfg: LangIdConfig) -> pl.DataFrame:

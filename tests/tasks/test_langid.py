@@ -87,4 +87,5 @@ def test_glotlid_style_labels_map_to_iso_639_1_where_one_exists():
     assert language_of("__label__eng_Latn") == "en"
     assert language_of("__label__yue_Hani") == "yue"  # no ISO 639-1 code
     assert language_of("__label__en") == "en"  # lid.176 labels stay as they are
-    assert language_of("__label__als") == "als"
+    assert language_of("__label__fr") == "fr"
+    assert language_of("__label__als") == "gsw"  # lid.176's Alemannic, not Tosk Albanian
