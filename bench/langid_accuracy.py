@@ -6,7 +6,8 @@ Both label the same texts with the same model (lid.176.ftz, `load_model(None)`):
 through `detect_language` with the default `LangIdConfig`, and the raw model through
 `model.predict(text, k=1)` on the whole text with only its newlines replaced by spaces, as a
 user calling fastText directly would. A prediction is right when it is the expected label, or
-the macrolanguage of a member the data names (Serbo-Croatian `hbs`, lid.176's `sh`, for hr, bs and sr).
+the macrolanguage of a member the data names (Serbo-Croatian `hbs`, lid.176's `sh`, for hr,
+bs and sr). Both sides are compared in refinery's codes (`tasks.langid.language_of`).
 
 Texts, from --data (the shared data folder, outside the repository):
 - multilingual-wiki-paragraphs: Wikipedia paragraphs, one group per language; zh comes
