@@ -7,6 +7,7 @@ Set-up (imports, loading models and tokenizers, a warm-up on a few documents) is
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing as mp
 import os
@@ -117,3 +118,13 @@ def time_workers(
     return {"docs": n, "workers": workers, "seconds": round(seconds, 3),
             "docs_per_s": round(n / seconds, 1), "mb_per_s": round(n_bytes / 1e6 / seconds, 3),
             "kept": kept}  # fmt: skip
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every contender script takes: its documents, workers, batches, repeats, and
+    where its row goes."""
+    parser.add_argument("--docs-file", type=Path, required=True, help="jsonl with a text field")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs; the fastest counts")
+    parser.add_argument("--json", type=Path, required=True, help="output file for the row")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from filters_harness import read_texts, time_workers
+from filters_harness import add_run_flags, read_texts, time_workers
 
 
 def setup_datatrove(model: str):
@@ -56,11 +56,7 @@ def datatrove_kept(steps, texts: list[str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the lid.176 fastText file")
-    parser.add_argument("--docs-file", type=Path, required=True, help="jsonl with a text field")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs; the fastest counts")
-    parser.add_argument("--json", type=Path, required=True, help="output file for the row")
+    add_run_flags(parser)
     args = parser.parse_args()
     if not args.model.exists():
         sys.exit(f"bench/filters_peers.py: no model at {args.model}")

@@ -26,7 +26,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from filters_harness import read_texts, time_workers
+from filters_harness import add_run_flags, read_texts, time_workers
 
 from tasks.langid import LangIdConfig, detect_language, load_model
 from tasks.quality import QualityConfig, score_quality
@@ -77,11 +77,7 @@ CONTENDERS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--contender", choices=sorted(CONTENDERS), required=True)
-    parser.add_argument("--docs-file", type=Path, required=True, help="jsonl with a text field")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs; the fastest counts")
-    parser.add_argument("--json", type=Path, required=True, help="output file for the row")
+    add_run_flags(parser)
     args = parser.parse_args()
     name, what, setup, process = CONTENDERS[args.contender]
     timing = time_workers(read_texts(args.docs_file), args.workers, setup, process,

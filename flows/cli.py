@@ -142,6 +142,10 @@ def cmd_train_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_set_flag(p: argparse.ArgumentParser, metavar: str, help: str) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar=metavar, help=help)
+
+
 def add_runner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", choices=["local", "process", "dask"], help="runner.kind")
     p.add_argument("--workers", type=int, help="threads, processes or Dask workers")
@@ -163,25 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     p.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable)",
-    )
+    add_set_flag(p, "SECTION.KEY=VALUE", "override one config value (repeatable)")
     add_runner_flags(p)
     f = sub.add_parser("refilter", help="re-apply changed quality thresholds to a finished output")
     f.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
-    f.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="quality.KEY=VALUE",
-        help="a changed threshold (repeatable), e.g. quality.gopher.min_words=100",
-    )
+    add_set_flag(f, "quality.KEY=VALUE", "a changed threshold, e.g. quality.gopher.min_words=100")
     add_runner_flags(f)
     e = sub.add_parser("explain", help="where a document ended and why")
     e.add_argument("doc_id")
