@@ -24,6 +24,7 @@ import polars as pl
 import spacy
 from spacy.attrs import ORTH, SPACY
 from spacy.pipeline import Sentencizer
+from spacy.vocab import Vocab
 
 UNSPACED_LANGS = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "yue", "wuu", "dz"})
 # Scripts written without spaces between words (regex class body; MinHash shingles them too).
@@ -47,36 +48,43 @@ WORD_COLUMNS = {"doc": pl.UInt32, "line": pl.UInt32, "h": pl.UInt64, "len": pl.U
                 "sent": pl.Boolean, "unspaced": pl.Boolean}  # fmt: skip
 
 
-# One pipeline per language and process, made on first use (building a tokenizer's special
-# cases takes about 0.2 s); a pipeline is not thread-safe, so each has a lock.
+# One blank pipeline per language and process, made on first use, all sharing one vocabulary
+# (the tokenizers only need its strings; sharing it makes building a tokenizer's special
+# cases about three times cheaper). spaCy objects are not thread-safe: `SPACY_LOCK` guards them.
+SPACY_LOCK = threading.RLock()
 _PIPELINES: dict[str, spacy.language.Language] = {}
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_LOCK = threading.Lock()
+_VOCAB: list[Vocab] = []
+
+
+def _blank(lang: str) -> spacy.language.Language:
+    if not _VOCAB:
+        _VOCAB.append(Vocab())
+    return spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}), vocab=_VOCAB[0])
 
 
 @functools.cache
 def tokenizer_language(lang: str) -> str:
     """`lang` if spaCy has a tokenizer for it that needs no extra package, else `xx`."""
-    try:
-        nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}))
-    except (ImportError, OSError, ValueError):  # no such language, or it needs a package
-        return "xx"
-    with _LOCKS_LOCK:
-        _PIPELINES.setdefault(lang, nlp)
+    with SPACY_LOCK:
+        try:
+            _PIPELINES.setdefault(lang, _blank(lang))
+        except (ImportError, OSError, ValueError):  # no such language, or it needs a package
+            return "xx"
     return lang
-
-
-def pipeline_lock(lang: str) -> threading.Lock:
-    with _LOCKS_LOCK:
-        return _LOCKS.setdefault(lang, threading.Lock())
 
 
 def pipeline(lang: str) -> spacy.language.Language:
     """The blank spaCy pipeline (its tokenizer) of `lang`, a `tokenizer_language`; the
-    caller holds `pipeline_lock(lang)`."""
+    caller holds `SPACY_LOCK`."""
     if lang not in _PIPELINES:
-        _PIPELINES[lang] = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}))
+        _PIPELINES[lang] = _blank(lang)
     return _PIPELINES[lang]
+
+
+def forget_words() -> None:
+    """Start afresh with an empty vocabulary (the caller holds `SPACY_LOCK`)."""
+    _PIPELINES.clear()
+    _VOCAB.clear()
 
 
 @functools.cache
@@ -116,7 +124,7 @@ def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataF
     then starts afresh, which bounds its memory.
     """
     lang = tokenizer_language(lang)
-    with pipeline_lock(lang):
+    with SPACY_LOCK:
         nlp = pipeline(lang)
         orths, piece_ids, start = [], [], 0
         for i in range(0, len(pieces), _PIECES_PER_DOC):
@@ -133,7 +141,7 @@ def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataF
             w=pl.Series([strings[h] for h in words["o"].to_list()], dtype=pl.String)
         )
         if len(strings) > _VOCAB_LIMIT:
-            del _PIPELINES[lang]
+            forget_words()
     table = pl.DataFrame({"piece": np.concatenate(piece_ids) if orths else [], "o": orth})
     flags = word_flags(words, stop).drop("w")
     return table.cast({"piece": pl.UInt32}).join(flags, on="o", how="left", maintain_order="left")
