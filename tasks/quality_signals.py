@@ -141,7 +141,9 @@ def longest_ngram(doc: np.ndarray, total: np.ndarray, n: int, n_docs: int) -> np
     i = np.arange(max(len(doc) - n + 1, 0))
     length = np.where(doc[i + n - 1] == doc[i], total[i + n] - total[i], 0)
     best = np.zeros(n_docs)
-    np.maximum.at(best, doc[i], length)
+    if len(i):
+        starts = np.flatnonzero(np.r_[True, doc[i][1:] != doc[i][:-1]])  # words are by doc
+        best[doc[i][starts]] = np.maximum.reduceat(length, starts)
     return best
 
 
