@@ -29,9 +29,9 @@ help:
 	@echo "make deploy   register the Prefect deployments in infra/prefect.yaml"
 	@echo "make setup    create .venv with the pinned dependencies (done by shards/test when needed)"
 	@echo "make bench-dedup  near-dup removal vs datasketch, rensa and datatrove (one core each)"
-	@echo "make bench-langid language ID accuracy, refinery vs raw fastText (SHARED= data folder)"
+	@echo "make bench-langid language ID accuracy, refinery vs raw fastText"
 	@echo "make bench-filters language ID + quality throughput vs raw fastText and datatrove"
-	@echo "make calibrate-quality  recompute the zh/ja quality thresholds (SHARED= data folder)"
+	@echo "make calibrate-quality  recompute the zh/ja quality thresholds"
 
 setup: $(STAMP)
 
@@ -105,9 +105,9 @@ bench-dedup: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/dedup.py $(foreach n,$(DEDUP_DOCS),--docs $(n))
 	$(BIN)/python bench/dedup_scale.py --docs $(SCALE_DOCS)
 
-# Reads the labelled texts in ../shared/data unless SHARED= names another folder.
+# The labelled texts are in bench/data (sources and licences in bench/data/NOTICE).
 bench-langid: $(STAMP)
-	$(BIN)/python bench/langid_accuracy.py $(if $(SHARED),--data $(SHARED))
+	$(BIN)/python bench/langid_accuracy.py
 
 # FILTER_DOCS: English documents of about 4.5 KB; FILTER_WORKERS: processes of the quality runs.
 FILTER_DOCS ?= 4000
@@ -115,10 +115,10 @@ FILTER_WORKERS ?= 2
 bench-filters: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/filters.py --docs $(FILTER_DOCS) --workers $(FILTER_WORKERS)
 
-# Quantile-matches the zh and ja quality thresholds on the Wikipedia paragraphs in ../shared/data
+# Quantile-matches the zh and ja quality thresholds on the Wikipedia paragraphs in bench/data
 # and writes them to tasks/resources/quality_languages.yaml.
 calibrate-quality: $(STAMP)
-	$(BIN)/python bench/calibrate_quality.py --write $(if $(SHARED),--data $(SHARED))
+	$(BIN)/python bench/calibrate_quality.py --write
 
 clean:
 	rm -rf data/shards data/runs .pytest_cache

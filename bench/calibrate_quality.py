@@ -8,13 +8,14 @@ n-grams of characters) are carried over; the rest keep their English value. Last
 sentence minimum, the rule most tied to a paragraph's length, is set so that the language's
 reference paragraphs pass all the rules at the rate the English ones do.
 
-    python bench/calibrate_quality.py [--data ../shared/data] [--write]
+    python bench/calibrate_quality.py [--data bench/data] [--write]
 
 prints the overrides as YAML and, with --write, stores them in
 tasks/resources/quality_languages.yaml, the default of `quality.languages`.
 """
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -48,10 +49,11 @@ OUT = ROOT / "tasks" / "resources" / "quality_languages.yaml"
 
 
 def paragraphs(data: Path) -> pl.DataFrame:
-    path = data / "multilingual-wiki-paragraphs" / "paragraphs.jsonl"
+    path = data / "wiki-paragraphs.jsonl.gz"
     if not path.is_file():
         raise SystemExit(f"calibrate_quality: no paragraphs at {path} (see --data)")
-    rows = [json.loads(line) for line in path.open()]
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     frame = pl.DataFrame(rows).select(pl.col("id").alias("doc_id"), "text", "lang", "source")
     wanted = pl.lit(False)
     for lang, source in SOURCES.items():
@@ -122,7 +124,7 @@ def monotone(thresholds: dict[int, float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=ROOT / "bench" / "data")
     parser.add_argument("--write", action="store_true", help=f"store them in {OUT.name}")
     args = parser.parse_args()
     docs = paragraphs(args.data)

@@ -1,6 +1,6 @@
 """Language ID accuracy: refinery's `detect_language` against the raw lid.176 model, per group.
 
-    .venv/bin/python bench/langid_accuracy.py [--data ../shared/data] [--seed 0]
+    .venv/bin/python bench/langid_accuracy.py [--data bench/data] [--seed 0]
 
 Both label the same texts with the same model (lid.176.ftz, `load_model(None)`): refinery
 through `detect_language` with the default `LangIdConfig`, and the raw model through
@@ -9,7 +9,7 @@ user calling fastText directly would. A prediction is right when it is the expec
 the macrolanguage of a member the data names (Serbo-Croatian `hbs`, lid.176's `sh`, for hr,
 bs and sr). Both sides are compared in refinery's codes (`tasks.langid.language_of`).
 
-Texts, from --data (the shared data folder, outside the repository):
+Texts, from --data (bench/data, sources and licences in bench/data/NOTICE):
 - multilingual-wiki-paragraphs: Wikipedia paragraphs, one group per language; zh comes
   twice, translated (XQuAD) and native (CMRC 2018); ja is native (JSQuAD).
 - udhr-multilingual: the UDHR versions in a language lid.176 has a label for, grouped by the
@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.langid import LangIdConfig, detect_language, language_of, load_model
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PARAGRAPHS = "multilingual-wiki-paragraphs/paragraphs.jsonl"
-UDHR = "udhr-multilingual/udhr.jsonl"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data"
+PARAGRAPHS = "wiki-paragraphs.jsonl.gz"
+UDHR = "udhr.jsonl.gz"
 MIN_FRAGMENT_CHARS = 1000
 EXCERPTS, EXCERPT_CHARS = 3, 200
 PARAGRAPH_SOURCES = {"xquad": "", "cmrc2018_dev": " (native)", "jsquad_v1.3_valid": " (native)"}
@@ -198,7 +198,7 @@ def report(scored: pl.DataFrame) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the texts")
     parser.add_argument("--seed", type=int, default=0, help="seed of the UDHR excerpts")
     args = parser.parse_args()
     missing = [p for p in (PARAGRAPHS, UDHR) if not (args.data / p).exists()]
