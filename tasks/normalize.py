@@ -5,8 +5,8 @@ clean `text` (no `raw`) and `pii_replaced` (UInt32). In order: bytes decoded wit
 encodings, mojibake repaired with ftfy, Unicode NFC, control characters removed, runs of spaces
 folded, blank lines collapsed; undecodable and empty records quarantined; then, in the kept
 rows, e-mail addresses, phone numbers, IP addresses (and names, with `pii.ner_model`) replaced
-by placeholders (`tasks.pii`), counted in `pii_replaced`. PII comes last so that cleaning never
-touches a placeholder (quarantined rows have no text left to replace).
+by mask tags (`tasks.pii`), counted in `pii_replaced`. PII comes last so that cleaning never
+touches a mask tag (quarantined rows have no text left to replace).
 
 With `enabled: false` the text is only decoded and checked, not changed: no PII is replaced
 either. With `pii.enabled: false` the text is cleaned but its PII left. Either way every kept

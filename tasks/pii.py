@@ -1,7 +1,7 @@
 """PII replacement, the last step of normalize.
 
 In: text. Out: `text` with e-mail addresses, phone numbers, IPv4 and IPv6 addresses (and, with
-a spaCy pipeline, person names) replaced by the placeholders below, and `pii_replaced` (UInt32),
+a spaCy pipeline, person names) replaced by the mask tags below, and `pii_replaced` (UInt32),
 how many were replaced in the document.
 
 The patterns are Rust regexes run by polars over the whole column. Rust regex has no
@@ -67,7 +67,7 @@ EMAIL = "<EMAIL>"
 PHONE = "<PHONE>"
 IP = "<IP>"
 PERSON = "<PERSON>"
-_PLACEHOLDERS = "<(?:EMAIL|PHONE|IP|PERSON)>"
+_MASK_TAGS = "<(?:EMAIL|PHONE|IP|PERSON)>"
 
 # spaCy factories that set doc.ents, and those a trained NER may listen to.
 _ENTITY_FACTORIES = {"ner", "beam_ner", "entity_ruler"}
@@ -188,7 +188,7 @@ def replace_names(texts: pl.Series, nlp: Any, labels: tuple[str, ...]) -> pl.Ser
 
 
 def replace_pii(df: pl.DataFrame, cfg: PiiConfig, nlp: Any = None) -> pl.DataFrame:
-    """Replace PII in `text` by placeholders and count the replacements per document.
+    """Replace PII in `text` by mask tags and count the replacements per document.
 
     Args:
         df: rows with a non-null `text`.
@@ -205,10 +205,10 @@ def replace_pii(df: pl.DataFrame, cfg: PiiConfig, nlp: Any = None) -> pl.DataFra
         raise ValueError(f"normalize.pii.ner_model {cfg.ner_model!r} is set but not loaded")
     if not cfg.enabled:
         return df.with_columns(pl.lit(0, pl.UInt32).alias(PII_REPLACED))
-    # Each replacement adds one placeholder: counting them before and after is two fast scans
+    # Each replacement adds one mask tag: counting them before and after is two fast scans
     # instead of one per pattern.
-    before = df[TEXT].str.count_matches(_PLACEHOLDERS)
+    before = df[TEXT].str.count_matches(_MASK_TAGS)
     texts = df[TEXT] if nlp is None else replace_names(df[TEXT], nlp, cfg.ner_labels)
     texts = pl.select(mask(pl.lit(texts), cfg)).to_series().alias(TEXT)
-    replaced = (texts.str.count_matches(_PLACEHOLDERS) - before).cast(pl.UInt32)
+    replaced = (texts.str.count_matches(_MASK_TAGS) - before).cast(pl.UInt32)
     return df.with_columns(texts, replaced.alias(PII_REPLACED))

@@ -135,7 +135,7 @@ def test_counts_per_document_and_column_type():
     assert out.schema[PII_REPLACED] == pl.UInt32
 
 
-def test_placeholders_already_in_the_text_are_not_counted():
+def test_mask_tags_already_in_the_text_are_not_counted():
     out = replace_pii(docs(f"literal {IP} and {PERSON}, then a@b.org"), PiiConfig())
     assert out[PII_REPLACED].to_list() == [1]
 
