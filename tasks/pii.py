@@ -29,6 +29,7 @@ is found. Decisions, all in favour of precision:
 
 import functools
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,14 @@ def _mask_entities(doc: Any, labels: tuple[str, ...]) -> str:
     return "".join([*parts, doc.text[end:]])
 
 
+_NER_LOCK = threading.Lock()  # a spaCy pipeline is not thread-safe; the thread runner shares it
+
+
 def replace_names(texts: pl.Series, nlp: Any, labels: tuple[str, ...]) -> pl.Series:
     """Replace the entities of `nlp` labelled one of `labels` by `<PERSON>` (non-null texts)."""
-    masked = [_mask_entities(doc, labels) for doc in nlp.pipe(texts.to_list(), batch_size=64)]
+    with _NER_LOCK:
+        docs = nlp.pipe(texts.to_list(), batch_size=64)
+        masked = [_mask_entities(doc, labels) for doc in docs]
     return pl.Series(texts.name, masked, dtype=pl.String)
 
 

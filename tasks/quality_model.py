@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shards.reader import read_frame, read_manifest
+from shards.reader import read_manifest
 from shards.schema import TEXT
 from shards.writer import atomic_path
 from tasks.ingest import IngestConfig, discover, read_file
 from tasks.normalize import NormalizeConfig, decode
+from tasks.tokenize import iter_texts
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
@@ -129,7 +130,7 @@ def _input_texts(uri: str) -> Iterator[str | None]:
 
 def _shard_texts(out_dir: Path) -> Iterator[str | None]:
     paths = [out_dir / shard["path"] for shard in read_manifest(out_dir)["shards"]]
-    return (text for path in paths for text in read_frame(path, [TEXT])[TEXT])
+    return (text for batch in iter_texts(paths, columns=(TEXT,)) for text in batch[TEXT])
 
 
 def read_texts(uris: list[str]) -> Iterator[str | None]:
