@@ -68,6 +68,8 @@ class StageChain:
         for stage, entry in manifest["stages"].items():
             if stage == before or "work" not in entry:
                 break
+            if not (work / entry["work"]).is_dir():
+                raise FileNotFoundError(f"{work / entry['work']} is gone: run prepare again")
             chain.dirs.append(StageDir(stage, work / entry["work"]))
             chain.stats[stage] = (StageStats.from_entry(stage, entry), entry["seconds"])
         return chain
