@@ -24,6 +24,7 @@ from tasks.minhash_dedup import MinhashConfig
 from tasks.normalize import NormalizeConfig
 from tasks.quality import QualityConfig
 from tasks.tokenize import TokenizeConfig
+from tasks.url_filter import UrlFilterConfig
 from tasks.write_shards import ShardsConfig
 
 ENV_PREFIX = "PIPE_"
@@ -61,6 +62,7 @@ class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
 
     runner: RunnerConfig = RunnerConfig()
     ingest: IngestConfig = IngestConfig()
+    url_filter: UrlFilterConfig = UrlFilterConfig()
     normalize: NormalizeConfig = NormalizeConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     minhash: MinhashConfig = MinhashConfig()

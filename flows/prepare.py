@@ -1,8 +1,9 @@
 """The `prepare` flow: raw documents to Arrow shards, with every document accounted for.
 
-ingest -> normalize -> exact_dedup -> minhash -> langid -> quality -> shards -> tokenize. Each
-stage up to the shards is mapped over the input partitions; the two dedup stages add a reduce
-over the whole run. tokenize streams the shards into packed token shards for `pretrain`.
+(crawl ->) ingest -> url_filter -> normalize -> exact_dedup -> minhash -> langid -> quality ->
+shards -> tokenize. Each stage from ingest to the shards is mapped over the input partitions;
+the two dedup stages add a reduce over the whole run. tokenize streams the shards into packed
+token shards for `pretrain`.
 """
 
 import os
@@ -38,6 +39,7 @@ from tasks.quality import quality
 from tasks.records import StageStats
 from tasks.report import write_report
 from tasks.tokenize import tokenize
+from tasks.url_filter import url_filter
 from tasks.write_shards import publish_ledger, write_run_manifest, write_shards
 
 
@@ -130,6 +132,10 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     ingest_key = {"config": cfg.ingest.model_dump(mode="json"), "files": [asdict(f) for f in files]}
     dst = chain.start("ingest", ingest_key)
     chain.finish(ingest.map(parts, unmapped(dst), unmapped(cfg.ingest)))
+
+    if cfg.url_filter.enabled:
+        src, dst = chain.last, chain.start("url_filter", cfg.url_filter)
+        chain.finish(url_filter.map(names, unmapped(src), unmapped(dst), unmapped(cfg.url_filter)))
 
     src, dst = chain.last, chain.start("normalize", cfg.normalize)
     chain.finish(normalize.map(names, unmapped(src), unmapped(dst), unmapped(cfg.normalize)))

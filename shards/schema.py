@@ -6,13 +6,15 @@ Every file refinery writes (work partitions, shards, ledger) is an Arrow IPC fil
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DOC_ID = "doc_id"
 TEXT = "text"
 SOURCE = "source"
 URL = "url"
 TITLE = "title"
+DATE = "date"  # ISO 8601: the date a page states, else its capture date
+DECLARED_LANG = "declared_lang"  # the language a page declares (html lang), ISO 639-1 if any
 LANG = "lang"
 LANG_SCORE = "lang_score"
 # How many input documents a kept one stands for: itself and its exact and near duplicates.
@@ -63,6 +65,8 @@ SHARD_SCHEMA = pa.schema(
         pa.field(SOURCE, pa.string()),
         pa.field(URL, pa.string()),
         pa.field(TITLE, pa.string()),
+        pa.field(DATE, pa.string()),
+        pa.field(DECLARED_LANG, pa.string()),
         pa.field(TEXT, pa.large_string(), nullable=False),
         pa.field(LANG, pa.string()),
         pa.field(LANG_SCORE, pa.float32()),

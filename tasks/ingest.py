@@ -1,16 +1,17 @@
 """Ingest: read raw inputs into documents.
 
-In: input URIs (local paths, directories, globs, or any fsspec URL) of JSONL (.jsonl, .jsonl.gz,
-.jsonl.zst), Parquet, plain text (.txt, .txt.gz) and WARC/WET (.warc, .warc.gz, .wet.gz).
-Out: doc_id, source, url, title, text, raw. `text` is null and `raw` holds the bytes when a
-record is not valid UTF-8 (normalize decodes or quarantines it). `source` is `<uri>:<offset>`,
-the offset being the line (JSONL), row (Parquet) or byte position (WARC) of the record.
+In: input URIs (local paths, directories, globs, or any fsspec URL such as s3://commoncrawl/...
+with s3fs installed) of JSONL (.jsonl, .jsonl.gz, .jsonl.zst), Parquet, plain text (.txt,
+.txt.gz) and WARC/WET/WAT (.warc, .warc.gz, .wet.gz, .wat.gz; see `tasks.warc`).
+Out: doc_id, source, url, title, date, declared_lang, text, raw. `text` is null and `raw` holds
+the bytes when a record is not valid UTF-8 (normalize decodes or quarantines it). `source` is
+`<uri>:<offset>`, the offset being the line (JSONL), row (Parquet) or byte position (WARC).
 """
 
 import json
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -22,7 +23,8 @@ import xxhash
 from prefect import task
 from pydantic import BaseModel, Field
 
-from shards.schema import DOC_ID, DROPPED, QUARANTINED, SOURCE, TEXT, TITLE, URL
+from shards.schema import DATE, DECLARED_LANG, DOC_ID, QUARANTINED, SOURCE, TEXT, TITLE, URL
+from tasks.extract import ExtractConfig, Extractor
 from tasks.partition import StageDir
 from tasks.records import StageResult, StageStats, ledger_rows
 
@@ -35,6 +37,7 @@ class IngestConfig(BaseModel, frozen=True, extra="forbid"):
     text_field: str = "text"
     id_field: str = "id"
     partition_bytes: int = Field(64 << 20, gt=0, description="input bytes per partition")
+    extract: ExtractConfig = ExtractConfig()
 
 
 BAD_JSON = "ingest_bad_json"
@@ -56,6 +59,8 @@ FORMATS = {
     ".warc.gz": "warc",
     ".wet": "warc",
     ".wet.gz": "warc",
+    ".wat": "warc",
+    ".wat.gz": "warc",
 }
 # Errors that end the reading of a file: what was read before stays, the rest is quarantined.
 READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, pa.ArrowException, RuntimeError)
@@ -165,7 +170,7 @@ def _from_mapping(f: InputFile, offset: int, obj: Any, cfg: IngestConfig) -> dic
     if not isinstance(obj, dict):
         return _row(f, offset, **_removed(QUARANTINED, NOT_AN_OBJECT, type(obj).__name__))
     doc_id, text = obj.get(cfg.id_field), obj.get(cfg.text_field)
-    meta = {URL: obj.get("url"), TITLE: obj.get("title")}
+    meta = {URL: obj.get("url"), TITLE: obj.get("title"), DATE: obj.get("date")}
     meta = {k: v if isinstance(v, str) else None for k, v in meta.items()}
     if text is None:
         detail = f"no {cfg.text_field!r} field" if cfg.text_field not in obj else "text is null"
@@ -188,7 +193,10 @@ def iter_lines(stream: BinaryIO, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         yield pending
 
 
-def read_jsonl(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+Reader = Callable[[InputFile, BinaryIO, IngestConfig, Extractor], Iterator[dict[str, Any]]]
+
+
+def read_jsonl(f: InputFile, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
     for lineno, line in enumerate(iter_lines(stream), 1):
         if not line.strip():
             continue
@@ -200,7 +208,7 @@ def read_jsonl(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[di
         yield _from_mapping(f, lineno, obj, cfg)
 
 
-def read_parquet(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+def read_parquet(f: InputFile, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
     pfile = pq.ParquetFile(stream)
     if cfg.text_field not in pfile.schema_arrow.names:
         detail = f"{f.uri}: no {cfg.text_field!r} column in {pfile.schema_arrow.names}"
@@ -213,7 +221,7 @@ def read_parquet(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[
             offset += 1
 
 
-def read_text(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+def read_text(f: InputFile, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
     data = stream.read()
     try:
         yield _row(f, 0, **{TEXT: data.decode("utf-8")})
@@ -221,26 +229,29 @@ def read_text(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dic
         yield _row(f, 0, **{TEXT: None, "raw": data})
 
 
-def read_warc(f: InputFile, stream: BinaryIO, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+def read_warc(f: InputFile, stream: BinaryIO, cfg: IngestConfig, ex: Extractor) -> Iterator[dict]:
     from tasks.warc import iter_warc
 
-    for offset, fields in iter_warc(stream):
-        if "_reason" in fields:
-            fields = {**fields, **_removed(DROPPED, fields["_reason"], fields["_detail"])}
+    for offset, fields in iter_warc(stream, ex):
         yield _row(f, offset, **fields)
 
 
-READERS = {"jsonl": read_jsonl, "parquet": read_parquet, "text": read_text, "warc": read_warc}
+READERS: dict[str, Reader] = {
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "text": read_text,
+    "warc": read_warc,
+}
 
 
-def read_file(f: InputFile, cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+def read_file(f: InputFile, cfg: IngestConfig, ex: Extractor) -> Iterator[dict[str, Any]]:
     """Yield one row per record of `f`; a read error quarantines the rest of the file."""
     fmt = format_of(f.uri)
     compression = None if fmt in ("parquet", "warc") else "infer"
     offset = 0
     try:
         with fsspec.open(f.uri, "rb", compression=compression) as stream:
-            for offset, row in enumerate(READERS[fmt](f, stream, cfg), 1):  # noqa: B007
+            for offset, row in enumerate(READERS[fmt](f, stream, cfg, ex), 1):  # noqa: B007
                 yield row
     except READ_ERRORS as e:
         detail = f"{f.uri}: {type(e).__name__}: {e} (after {offset} records)"
@@ -252,6 +263,8 @@ COLUMNS = {
     SOURCE: pl.String,
     URL: pl.String,
     TITLE: pl.String,
+    DATE: pl.String,
+    DECLARED_LANG: pl.String,
     TEXT: pl.String,
     "raw": pl.Binary,
     "_kind": pl.String,
@@ -262,7 +275,8 @@ COLUMNS = {
 
 def read_partition(files: tuple[InputFile, ...], cfg: IngestConfig) -> StageResult:
     """Read every record of `files` into kept documents and quarantined/dropped ledger rows."""
-    rows = [row for f in files for row in read_file(f, cfg)]
+    with Extractor(cfg.extract) as ex:  # its worker starts on the first HTML page
+        rows = [row for f in files for row in read_file(f, cfg, ex)]
     df = pl.DataFrame(rows, schema=COLUMNS, orient="row") if rows else pl.DataFrame(schema=COLUMNS)
     bad = df.filter(pl.col("_reason").is_not_null())
     return StageResult(

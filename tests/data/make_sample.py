@@ -270,8 +270,8 @@ def main() -> None:
         copy_file(src / lic, out.parent / "LICENSES" / Path(lic).name)
     for name in sorted(NOTES):
         (out / "notes" / name).write_text(NOTES[name] + "\n", encoding="utf-8")
-    for name in ("cc-main-2024-22-whirlwind.warc.wet.gz", "dolma-sample-0000.warc.gz"):
-        copy_file(src / "web-warc" / name, out / "web" / name)
+    for path in sorted((src / "web-warc").glob("*.gz")):  # every real crawl file: WARC, WET, WAT
+        copy_file(path, out / "web" / path.name)
 
 
 if __name__ == "__main__":

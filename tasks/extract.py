@@ -1,0 +1,226 @@
+"""HTML to text with trafilatura, under a hard time, size and memory limit per page.
+
+trafilatura can run for minutes, or take gigabytes, on a pathological page, and a Python
+thread cannot be stopped. So pages are extracted in a worker process (started with
+`subprocess`, which works in threads, process pools and Dask workers alike): a page over the
+time limit gets its worker killed and a fresh one started, and the run goes on.
+
+In: HTML bytes and the page URL. Out: a `Page` with text, title, date and the language the page
+declares, or the reason it has none.
+"""
+
+import os
+import pickle
+import re
+import select
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, BinaryIO
+
+from pydantic import BaseModel, Field
+
+
+class ExtractConfig(BaseModel, frozen=True, extra="forbid"):
+    """trafilatura's options and the limits each page is extracted under."""
+
+    timeout_s: float = Field(10.0, gt=0, description="wall time per page before it is abandoned")
+    max_html_bytes: int = Field(5 << 20, gt=0, description="larger pages are not extracted")
+    memory_mb: int = Field(4096, ge=256, description="address-space limit of the worker")
+    favor_precision: bool = True
+    include_tables: bool = True
+    include_comments: bool = False
+
+
+TIMEOUT = "ingest_extract_timeout"
+TOO_LARGE = "ingest_html_too_large"
+FAILED = "ingest_extract_error"
+NO_TEXT = "ingest_no_text"
+
+
+@dataclass(frozen=True)
+class Page:
+    """What extraction made of one page; `reason` and `detail` say why there is no text."""
+
+    text: str | None = None
+    title: str | None = None
+    date: str | None = None
+    declared_lang: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+_HTML_LANG = re.compile(rb"<html\b[^>]*?\blang\s*=\s*[\"']?\s*([A-Za-z]{2,3})\b", re.I)
+_META_LANG = re.compile(
+    rb"<meta\b[^>]*?http-equiv\s*=\s*[\"']?content-language[\"']?[^>]*?"
+    rb"content\s*=\s*[\"']?\s*([A-Za-z]{2,3})\b",
+    re.I,
+)
+
+
+def declared_language(html: bytes, header: str | None = None) -> str | None:
+    """The primary language subtag a page declares, lower-case: `<html lang>`, else the
+    content-language meta tag, else the HTTP Content-Language header (`en-GB` gives `en`)."""
+    head = html[:65536]
+    for pattern in (_HTML_LANG, _META_LANG):
+        if m := pattern.search(head):
+            return m.group(1).decode("ascii").lower()
+    if header and (m := re.match(r"\s*([A-Za-z]{2,3})\b", header)):
+        return m.group(1).lower()
+    return None
+
+
+def extract_page(html: bytes, url: str | None, cfg: ExtractConfig) -> Page:
+    """Extract one page in this process, with no time limit (the worker's side)."""
+    import trafilatura
+
+    doc = trafilatura.bare_extraction(
+        html,
+        url=url,
+        favor_precision=cfg.favor_precision,
+        include_tables=cfg.include_tables,
+        include_comments=cfg.include_comments,
+        with_metadata=True,
+    )
+    if doc is None or not (doc.text or "").strip():
+        return Page(reason=NO_TEXT, detail="extraction found no main text")
+    return Page(text=doc.text, title=doc.title or None, date=doc.date or None)
+
+
+# Frames on the pipes: a 4-byte big-endian length, then a pickle.
+_HEADER = struct.Struct(">I")
+
+
+def _write_frame(stream: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError("pipe closed")
+    return data
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """The worker loop: read (config, html, url) frames, answer each with a `Page`."""
+    _write_frame(stdout, "ready")
+    while header := stdin.read(_HEADER.size):
+        cfg, html, url = pickle.loads(_read_exact(stdin, _HEADER.unpack(header)[0]))
+        try:
+            page = extract_page(html, url, cfg)
+        except Exception as e:  # a bad page must not end the worker
+            page = Page(reason=FAILED, detail=f"{type(e).__name__}: {e}"[:500])
+        _write_frame(stdout, page)
+
+
+class Extractor:
+    """Extract pages in a worker process, killing and replacing it when a page runs too long.
+
+    Use as a context manager; the worker starts on the first page that needs it.
+    """
+
+    STARTUP_TIMEOUT_S = 120.0
+
+    def __init__(self, cfg: ExtractConfig) -> None:
+        self.cfg = cfg
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+
+    def __enter__(self) -> "Extractor":
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self._proc, self._buffer = None, b""
+
+    def extract(self, html: bytes, url: str | None) -> Page:
+        """Extract one page; a page over a limit, or one that kills the worker, gets a reason."""
+        if len(html) > self.cfg.max_html_bytes:
+            detail = f"{len(html)} bytes of HTML, limit {self.cfg.max_html_bytes}"
+            return Page(reason=TOO_LARGE, detail=detail)
+        self._start()
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            _write_frame(self._proc.stdin, (self.cfg, html, url))
+            page = self._receive(self.cfg.timeout_s)
+        except TimeoutError:
+            self.close()
+            return Page(reason=TIMEOUT, detail=f"extraction ran past {self.cfg.timeout_s:g} s")
+        except (EOFError, OSError) as e:
+            code = self._proc.poll() if self._proc is not None else None
+            self.close()
+            return Page(reason=FAILED, detail=f"extraction worker died (exit {code}): {e}")
+        declared = declared_language(html)
+        return Page(**{**page.__dict__, "declared_lang": declared}) if page.text else page
+
+    def _start(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self.close()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.extract", str(self.cfg.memory_mb)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": _package_root()},
+        )
+        if self._receive(self.STARTUP_TIMEOUT_S) != "ready":
+            raise RuntimeError("extraction worker did not start")
+
+    def _receive(self, timeout_s: float) -> Any:
+        header = self._read(_HEADER.size, time.monotonic() + timeout_s)
+        deadline = time.monotonic() + timeout_s
+        return pickle.loads(self._read(_HEADER.unpack(header)[0], deadline))
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while len(self._buffer) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, max(n - len(self._buffer), 1 << 16))
+            if not chunk:
+                raise EOFError("extraction worker closed its output")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+
+def _package_root() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+
+
+def _limit_memory(megabytes: int) -> None:
+    import resource
+
+    limit = megabytes << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main() -> None:
+    """The worker process: `python -m tasks.extract MEMORY_MB`."""
+    _limit_memory(int(sys.argv[1]))
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt frames
+    serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    from tasks import extract  # this module under its own name, so pickles name tasks.extract
+
+    extract.main()
