@@ -109,6 +109,8 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The worker loop: read (config, html, url) frames, answer each with a `Page`."""
+    import trafilatura  # noqa: F401 (imported before "ready", so no page pays for it)
+
     _write_frame(stdout, "ready")
     while header := stdin.read(_HEADER.size):
         cfg, html, url = pickle.loads(_read_exact(stdin, _HEADER.unpack(header)[0]))
@@ -152,9 +154,9 @@ class Extractor:
         if len(html) > self.cfg.max_html_bytes:
             detail = f"{len(html)} bytes of HTML, limit {self.cfg.max_html_bytes}"
             return Page(reason=TOO_LARGE, detail=detail)
-        self._start()
-        assert self._proc is not None and self._proc.stdin is not None
         try:
+            self._start()
+            assert self._proc is not None and self._proc.stdin is not None
             _write_frame(self._proc.stdin, (self.cfg, html, url))
             page = self._receive(self.cfg.timeout_s)
         except TimeoutError:
@@ -177,8 +179,10 @@ class Extractor:
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": _package_root()},
         )
-        if self._receive(self.STARTUP_TIMEOUT_S) != "ready":
-            raise RuntimeError("extraction worker did not start")
+        try:
+            self._receive(self.STARTUP_TIMEOUT_S)  # "ready", once trafilatura is importable
+        except TimeoutError:
+            raise EOFError("extraction worker did not start") from None
 
     def _receive(self, timeout_s: float) -> Any:
         header = self._read(_HEADER.size, time.monotonic() + timeout_s)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 from prefect import task
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from shards.schema import URL
 from tasks.partition import StageDir, run_partition
@@ -57,6 +57,14 @@ class UrlFilterConfig(BaseModel, frozen=True, extra="forbid"):
     block_domains: list[str] = []
     block_words: list[str] = []
     allow_domains: list[str] = []
+
+    @field_validator("domain_files", "word_files", "soft_word_files")
+    @classmethod
+    def _files_exist(cls, names: list[str]) -> list[str]:
+        missing = [n for n in names if n != BUNDLED and not Path(n).is_file()]
+        if missing:
+            raise ValueError(f"no such file: {missing[0]}")
+        return names
 
 
 def _read_list(name: str, kind: str) -> list[str]:
