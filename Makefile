@@ -17,7 +17,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters calibrate-quality clean help
+.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-dedup  near-dup removal vs datasketch, rensa and datatrove (one core each)"
 	@echo "make bench-langid language ID accuracy, refinery vs raw fastText"
 	@echo "make bench-filters language ID + quality throughput vs raw fastText and datatrove"
+	@echo "make bench-extract text extraction F1 and speed vs raw trafilatura and jusText"
 	@echo "make calibrate-quality  recompute the zh/ja quality thresholds"
 
 setup: $(STAMP)
@@ -114,6 +115,11 @@ FILTER_DOCS ?= 4000
 FILTER_WORKERS ?= 2
 bench-filters: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/filters.py --docs $(FILTER_DOCS) --workers $(FILTER_WORKERS)
+
+# The scrapinghub article extraction pages are in bench/data (source and licence in
+# bench/data/NOTICE); the peers are in .venv, no .venv-bench needed.
+bench-extract: $(STAMP)
+	$(BIN)/python bench/extract.py
 
 # Quantile-matches the zh and ja quality thresholds on the Wikipedia paragraphs in bench/data
 # and writes them to tasks/resources/quality_languages.yaml.

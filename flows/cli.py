@@ -1,6 +1,8 @@
 """The `refinery` command line.
 
+refinery crawl --seeds FILE|URL... --output DIR [--config FILE] [--set crawl.key=value ...]
 refinery prepare --input URI... --output DIR [--config FILE] [--set section.key=value ...]
+refinery prepare --output DIR --set crawl.seeds='[https://...]'   (crawl, then prepare)
 refinery refilter --output DIR --set quality.gopher.min_words=100 ...
 refinery explain DOC_ID --output DIR
 refinery verify --output DIR
@@ -24,10 +26,32 @@ def runner_sets(args: argparse.Namespace) -> list[str]:
     return [f"runner.{key}={value}" for key, value in flags.items() if value is not None]
 
 
+def cmd_crawl(args: argparse.Namespace) -> int:
+    import logging
+
+    from tasks.crawl import LIMIT, REDIRECT, read_seeds, run_crawl
+
+    cfg = load_config(args.config, args.sets, os.environ).crawl
+    if args.seeds:
+        cfg = cfg.model_copy(update={"seeds": read_seeds(args.seeds)})
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress lines on stderr
+    stats = run_crawl(cfg, args.output)
+    files = len(list((args.output / "warc").glob("crawl-*.warc.gz")))
+    left = stats.dropped.get(LIMIT, 0)
+    refused = sum(stats.dropped.values()) - left - stats.dropped.get(REDIRECT, 0)
+    print(
+        f"refinery: {stats.kept} pages in {files} WARC files at {args.output} ({refused} "
+        f"refused, {sum(stats.quarantined.values())} failed, {left} left by limits)"
+    )
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from tasks.ingest import discover
 
     cfg = load_config(args.config, [*args.sets, *runner_sets(args)], os.environ)
+    if not args.input and not cfg.crawl.seeds:
+        raise ConfigError("nothing to prepare: give --input, or crawl.seeds to crawl")
     discover(args.input)  # a missing input fails here, before any work
     from flows.prepare import prepare
 
@@ -155,15 +179,26 @@ def add_runner_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("crawl", help="crawl web pages into WARC files (resumes a killed crawl)")
+    c.add_argument(
+        "--seeds",
+        nargs="+",
+        action="extend",
+        metavar="FILE|URL",
+        help="start URLs, or files of one URL a line (default: crawl.seeds of the config)",
+    )
+    c.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    c.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
+    add_set_flag(c, "crawl.KEY=VALUE", "override one config value (repeatable)")
     p = sub.add_parser("prepare", help="raw documents to Arrow shards")
     p.add_argument(
         "--input",
         "-i",
         nargs="+",
         action="extend",
-        required=True,
+        default=[],
         metavar="URI",
-        help="files, directories, globs or fsspec URLs",
+        help="files, directories, globs or fsspec URLs (optional when crawl.seeds is set)",
     )
     p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     p.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
@@ -214,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
+    "crawl": cmd_crawl,
     "prepare": cmd_prepare,
     "refilter": cmd_refilter,
     "explain": cmd_explain,

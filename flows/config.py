@@ -17,6 +17,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from pydantic import BaseModel, Field, ValidationError
 
 from model.ds_config import PretrainConfig
+from tasks.crawl import CrawlConfig
 from tasks.exact_dedup import ExactDedupConfig
 from tasks.ingest import IngestConfig
 from tasks.langid import LangIdConfig
@@ -61,6 +62,7 @@ class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
     """Every stage's config, in pipeline order (`pretrain` is the `pretrain` flow's)."""
 
     runner: RunnerConfig = RunnerConfig()
+    crawl: CrawlConfig = CrawlConfig()
     ingest: IngestConfig = IngestConfig()
     url_filter: UrlFilterConfig = UrlFilterConfig()
     normalize: NormalizeConfig = NormalizeConfig()

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from flows.config import PipelineConfig, task_runner
 from shards.reader import read_manifest
 from shards.writer import remove_temp_files
+from tasks.crawl import crawl
 from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
 from tasks.ingest import discover, ingest, plan_partitions
 from tasks.langid import langid
@@ -124,6 +125,9 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     """The stages of `prepare`, in order (see the module docstring)."""
     cfg, out = config, Path(output)
     remove_temp_files(out)  # what a killed run was writing; it is written again below
+    crawled = crawl(cfg.crawl, out / "crawl") if cfg.crawl.seeds else None
+    if crawled is not None:
+        inputs = [*inputs, *crawled["warc_files"]]
     files, ignored = discover(inputs)
     parts = plan_partitions(files, cfg.ingest.partition_bytes)
     names = [p.name for p in parts]
@@ -166,6 +170,7 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
         "bytes": sum(f.size for f in files),
         "partitions": names,
         "ignored": ignored,
+        **({"crawl": crawled} if crawled is not None else {}),
     }
     return filter_and_write(chain, out, cfg, inputs_info)
 

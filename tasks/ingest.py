@@ -244,8 +244,15 @@ READERS: dict[str, Reader] = {
 }
 
 
-def read_file(f: InputFile, cfg: IngestConfig, ex: Extractor) -> Iterator[dict[str, Any]]:
-    """Yield one row per record of `f`; a read error quarantines the rest of the file."""
+def read_file(
+    f: InputFile, cfg: IngestConfig, ex: Extractor | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield one row per record of `f`; a read error quarantines the rest of the file.
+    HTML pages are extracted by `ex`, or by an extractor of this call's own."""
+    if ex is None:
+        with Extractor(cfg.extract) as own:
+            yield from read_file(f, cfg, own)
+        return
     fmt = format_of(f.uri)
     compression = None if fmt in ("parquet", "warc") else "infer"
     offset = 0

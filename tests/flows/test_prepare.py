@@ -32,6 +32,7 @@ def test_every_document_is_accounted_for(mixed_corpus, tmp_path):
     stages = manifest["stages"]
     assert list(stages) == [
         "ingest",
+        "url_filter",
         "normalize",
         "exact_dedup",
         "minhash",
@@ -86,7 +87,7 @@ def test_rerun_skips_finished_work_and_config_change_reruns_from_that_stage(mixe
 
     run(mixed_corpus, out, ["langid.min_score=0.5"])
     stage_dirs = sorted(d.name.rsplit("-", 1)[0] for d in (out / "work").iterdir())
-    for stage in ("ingest", "normalize", "exact_dedup", "minhash"):
+    for stage in ("ingest", "url_filter", "normalize", "exact_dedup", "minhash"):
         assert stage_dirs.count(stage) == 1, stage  # reused
     for stage in ("langid", "quality"):
         assert stage_dirs.count(stage) == 2, stage  # re-run with the new config
@@ -95,6 +96,7 @@ def test_rerun_skips_finished_work_and_config_change_reruns_from_that_stage(mixe
 def test_disabled_stages_leave_their_columns_null(mixed_corpus, tmp_path):
     out = tmp_path / "out"
     sets = ["langid.enabled=false", "quality.enabled=false", "minhash.enabled=false"]
+    sets.append("url_filter.enabled=false")
     manifest = run(mixed_corpus, out, sets)
     assert list(manifest["stages"]) == ["ingest", "normalize", "exact_dedup", "shards", "tokenize"]
     shards = read_shards(out)
