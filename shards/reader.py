@@ -58,17 +58,21 @@ def read_shards(out_dir: Path) -> pl.DataFrame:
 
 
 def find_document(out_dir: Path, doc_id: str) -> list[dict[str, Any]]:
-    """Where `doc_id` ended: its ledger rows (stage, kind, reason, detail) and shard rows.
+    """Where `doc_id` ended: its ledger rows (stage, kind, reason, detail) and shard rows. A
+    URL finds the crawl's ledger rows (keyed by URL) and the shard rows of that page.
 
     Returns:
         One dict per place the id was found, with `where` set to "ledger" or "shard".
     """
     hits: list[dict[str, Any]] = []
-    for path in sorted((out_dir / "ledger").glob("*/part-*.arrow")):
+    ledgers = sorted((out_dir / "ledger").glob("*/part-*.arrow"))
+    for path in [*ledgers, *sorted(out_dir.glob("crawl/ledger.arrow"))]:
         rows = read_frame(path).filter(pl.col("doc_id") == doc_id).drop("text")
         hits += [{"where": "ledger", "file": str(path), **row} for row in rows.to_dicts()]
     for shard in read_manifest(out_dir)["shards"]:
-        frame = read_frame(out_dir / shard["path"], ["doc_id", "source"]).with_row_index("row")
-        rows = frame.filter(pl.col("doc_id") == doc_id)
+        frame = read_frame(out_dir / shard["path"], ["doc_id", "source", "url"])
+        rows = frame.with_row_index("row").filter(
+            (pl.col("doc_id") == doc_id) | (pl.col("url") == doc_id)
+        )
         hits += [{"where": "shard", "file": shard["path"], **row} for row in rows.to_dicts()]
     return hits

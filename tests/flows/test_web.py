@@ -1,20 +1,15 @@
 """Web data through the prepare flow: real crawl files, and a crawl of a local site."""
 
-import polars as pl
 import pytest
 
 from flows.config import load_config
 from flows.prepare import prepare
-from shards.reader import read_shards
+from shards.reader import find_document, read_shards
 from tests.conftest import SAMPLE
 from tests.tasks.crawl_site import CrawlSite
 from tests.tasks.test_crawl import SETTINGS
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def ledger(out):
-    return pl.concat([pl.read_ipc(p) for p in sorted((out / "ledger").glob("*/part-*.arrow"))])
 
 
 def test_real_crawl_files_become_shards_with_sensible_text(tmp_path):
@@ -46,3 +41,7 @@ def test_prepare_crawls_its_seeds_first(tmp_path):
     assert shards["text"].str.contains("river").any()
     again = prepare(inputs=[], output=str(tmp_path), config=load_config(sets=sets))
     assert again["fingerprint"] == manifest["fingerprint"]  # nothing new to crawl or read
+    [refused] = find_document(tmp_path, site.url("/private/secret.html"))
+    assert (refused["stage"], refused["reason"]) == ("crawl", "crawl_robots_disallowed")
+    kept = find_document(tmp_path, site.url("/a"))
+    assert [hit["where"] for hit in kept] == ["shard"]
