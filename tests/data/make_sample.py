@@ -196,6 +196,11 @@ def junk_lines() -> list[str]:
         {"text": f"{mojibake}. The soup was warm and the bread was fresh. We paid and left."},
         {"text": control},
         {"text": "ok"},
+        {
+            "url": "https://free-xxx-movies.example/watch?v=1",
+            "text": "Watch the newest videos free every day, no sign-up needed. Thousands of "
+            "clips are added each week and the player works on every phone and tablet.",
+        },
     ]
     lines = []
     for i, rec in enumerate(records):
