@@ -121,8 +121,10 @@ def trafilatura_defaults(html: bytes, url: str) -> str | None:
 def refinery_options() -> dict:
     """The trafilatura options of refinery's default `ExtractConfig`, as its worker passes them."""
     known = inspect.signature(trafilatura.bare_extraction).parameters
-    options = {k: v for k, v in ExtractConfig().model_dump().items() if k in known}
-    return {**options, "with_metadata": True}
+    cfg = ExtractConfig()
+    options = {k: v for k, v in cfg.model_dump().items() if k in known}
+    dates = {"extensive_search": cfg.extensive_date_search}
+    return {**options, "with_metadata": True, "date_extraction_params": dates}
 
 
 def trafilatura_with(options: dict) -> Extract:

@@ -33,6 +33,7 @@ class ExtractConfig(BaseModel, frozen=True, extra="forbid"):
     favor_precision: bool = True
     include_tables: bool = True
     include_comments: bool = False
+    extensive_date_search: bool = Field(False, description="htmldate's slower, deeper search")
 
 
 TIMEOUT = "ingest_extract_timeout"
@@ -84,6 +85,7 @@ def extract_page(html: bytes, url: str | None, cfg: ExtractConfig) -> Page:
         include_tables=cfg.include_tables,
         include_comments=cfg.include_comments,
         with_metadata=True,
+        date_extraction_params={"extensive_search": cfg.extensive_date_search},
     )
     if doc is None or not (doc.text or "").strip():
         return Page(reason=NO_TEXT, detail="extraction found no main text")
