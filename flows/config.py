@@ -17,6 +17,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from pydantic import BaseModel, Field, ValidationError
 
 from model.ds_config import PretrainConfig
+from tasks.augment import AugmentConfig
 from tasks.crawl import CrawlConfig
 from tasks.exact_dedup import ExactDedupConfig
 from tasks.ingest import IngestConfig
@@ -70,6 +71,7 @@ class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
     minhash: MinhashConfig = MinhashConfig()
     langid: LangIdConfig = LangIdConfig()
     quality: QualityConfig = QualityConfig()
+    augment: AugmentConfig = AugmentConfig()
     shards: ShardsConfig = ShardsConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     pretrain: PretrainConfig = PretrainConfig()

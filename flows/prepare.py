@@ -1,9 +1,9 @@
 """The `prepare` flow: raw documents to Arrow shards, with every document accounted for.
 
-(crawl ->) ingest -> url_filter -> normalize -> exact_dedup -> minhash -> langid -> quality ->
-shards -> tokenize. Each stage from ingest to the shards is mapped over the input partitions;
-the two dedup stages add a reduce over the whole run. tokenize streams the shards into packed
-token shards for `pretrain`.
+(crawl ->) ingest -> url_filter -> normalize -> exact_dedup -> minhash -> langid -> quality
+(-> augment) -> shards -> tokenize. Each stage from ingest to the shards is mapped over the
+input partitions; the two dedup stages and augment add reduces over the whole run. tokenize
+streams the shards into packed token shards for `pretrain`.
 """
 
 import os
@@ -21,6 +21,8 @@ from pydantic import BaseModel
 from flows.config import PipelineConfig, task_runner
 from shards.reader import read_manifest
 from shards.writer import remove_temp_files
+from tasks.augment import Vetting, augment, find_near_duplicates, generate_variants, select_sources
+from tasks.augment import stage_key as augment_key
 from tasks.crawl import crawl
 from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
 from tasks.ingest import discover, ingest, plan_partitions
@@ -206,6 +208,15 @@ def filter_and_write(
         signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
         chain.finish(quality.map(names, unmapped(src), unmapped(signals), unmapped(dst),
                                  unmapped(cfg.quality)))  # fmt: skip
+
+    if cfg.augment.enabled:
+        vet = Vetting(cfg.normalize, cfg.langid, cfg.quality, cfg.minhash)
+        src, dst = chain.last, chain.start("augment", augment_key(cfg.augment, vet))
+        select_sources(src, dst, names, cfg.augment)
+        generate_variants.map(names, unmapped(src), unmapped(dst), unmapped(cfg.augment),
+                              unmapped(vet)).result()  # fmt: skip
+        find_near_duplicates(src, dst, names, cfg.minhash)
+        chain.finish(augment.map(names, unmapped(src), unmapped(dst)))
 
     removers = list(chain.dirs)
     run_id = fingerprint("shards", cfg.shards.model_dump(mode="json"), chain.last.fingerprint)

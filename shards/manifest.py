@@ -4,7 +4,8 @@
 `quarantined` (a count), `quarantined_reasons`, `seconds` (the stage's wall time in this
 run) and `work` (its directory under `work/`, for the stages that have one). Every stage
 balances (in = kept + dropped + quarantined) and each stage's `kept` is the next stage's
-`in`; `check_balance` enforces both.
+`in`, less what that stage `added` (augment's new documents, of which `new_kept` are kept);
+`check_balance` enforces both. So documents + added = kept + dropped + quarantined.
 """
 
 from pathlib import Path
@@ -27,6 +28,8 @@ def stage_entry(stats: dict[str, Any], seconds: float, work: str | None = None) 
         "bytes_out": stats["bytes_out"],
         "seconds": round(seconds, 3),
     }
+    if added := stats.get("added"):  # documents the stage made, in `in`; new_kept of them kept
+        entry |= {"added": added, "new_kept": stats["kept"] - stats["n_in"] + added}
     return entry | ({"work": work} if work else {})
 
 
@@ -39,8 +42,9 @@ def check_balance(stages: dict[str, dict[str, Any]]) -> None:
             raise ValueError(
                 f"stage {name!r}: in={s['in']} != kept={s['kept']} + removed={removed}"
             )
-        if previous is not None and previous[1] != s["in"]:
-            raise ValueError(f"stage {name!r}: in={s['in']} but {previous[0]!r} kept {previous[1]}")
+        came = s["in"] - s.get("added", 0)
+        if previous is not None and previous[1] != came:
+            raise ValueError(f"stage {name!r}: in={came} but {previous[0]!r} kept {previous[1]}")
         previous = (name, s["kept"])
 
 
@@ -64,6 +68,8 @@ def build_manifest(
             "kept": sum(s["rows"] for s in shards),
             "dropped": sum(sum(s["dropped"].values()) for s in stages.values()),
             "quarantined": sum(s["quarantined"] for s in stages.values()),
+            "added": sum(s.get("added", 0) for s in stages.values()),
+            "augmented": sum(s.get("new_kept", 0) for s in stages.values()),
         },
         "stages": stages,
         "config": config,

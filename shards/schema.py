@@ -23,6 +23,11 @@ CLUSTER_SIZE = "cluster_size"
 SCRIPT = "script"  # ISO 15924 code of the script most letters are written in
 LANG_TOP = "lang_top"  # the model's top 3 labels: list of {lang, score}
 PII_REPLACED = "pii_replaced"  # e-mail addresses, phones, IPs (and names) replaced
+# Augmented documents: the doc_id rewritten, how, by which model, and chrF against it (0-100).
+AUGMENTED_FROM = "augmented_from"
+AUGMENT_METHOD = "augment_method"
+AUGMENT_MODEL = "augment_model"
+AUGMENT_CHRF = "augment_chrf"
 
 # Quality signals, one column each, so shards can be re-filtered without recomputing.
 QUALITY_SIGNALS = (
@@ -74,6 +79,10 @@ SHARD_SCHEMA = pa.schema(
         pa.field(LANG_TOP, LANG_TOP_TYPE),
         pa.field(PII_REPLACED, pa.uint32()),
         pa.field(CLUSTER_SIZE, pa.uint32()),
+        pa.field(AUGMENTED_FROM, pa.string()),
+        pa.field(AUGMENT_METHOD, pa.string()),
+        pa.field(AUGMENT_MODEL, pa.string()),
+        pa.field(AUGMENT_CHRF, pa.float32()),
         *[pa.field(name, pa.float32()) for name in QUALITY_SIGNALS],
     ],
     metadata={"refinery.schema_version": str(SCHEMA_VERSION)},

@@ -36,6 +36,7 @@ class StageStats:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    added: int = 0  # documents a stage made (augment), counted in n_in
 
     def __add__(self, other: "StageStats") -> "StageStats":
         if other.stage != self.stage:
@@ -49,6 +50,7 @@ class StageStats:
             bytes_in=self.bytes_in + other.bytes_in,
             bytes_out=self.bytes_out + other.bytes_out,
             seconds=self.seconds + other.seconds,
+            added=self.added + other.added,
         )
 
     @property
@@ -74,7 +76,7 @@ class StageStats:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "seconds": round(self.seconds, 3),
-        }
+        } | ({"added": self.added} if self.added else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageStats":
@@ -85,7 +87,7 @@ class StageStats:
         """From a stage's manifest entry (`shards.manifest.stage_entry`)."""
         return cls(stage, entry["in"], entry["kept"], dict(entry["dropped"]),
                    dict(entry["quarantined_reasons"]), entry["bytes_in"], entry["bytes_out"],
-                   entry["seconds"])  # fmt: skip
+                   entry["seconds"], entry.get("added", 0))  # fmt: skip
 
     def summary(self) -> str:
         """One log line: counts in, kept, dropped and quarantined by reason."""

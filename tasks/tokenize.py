@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from shards.reader import read_manifest
+from shards.schema import AUGMENTED_FROM
 from shards.tokens import TokenShardWriter, token_dtype, write_token_manifest
 from shards.writer import atomic_path, sha256_file
 from tasks.progress import StageProgress
@@ -46,9 +47,11 @@ class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
 def iter_texts(
     shard_paths: list[Path], batch_rows: int = 1024, columns: tuple[str, ...] = ("doc_id", "text")
 ) -> Iterator[pl.DataFrame]:
-    """`columns` of the shards, in order, a batch at a time."""
+    """`columns` of the shards, in order, a batch at a time (null where a shard lacks one)."""
     for path in shard_paths:
-        frame = pl.scan_ipc(path).select(columns)
+        frame = pl.scan_ipc(path)
+        names = frame.collect_schema().names()
+        frame = frame.select(c if c in names else pl.lit(None, pl.String).alias(c) for c in columns)
         total = frame.select(pl.len()).collect().item()
         for offset in range(0, total, batch_rows):
             yield frame.slice(offset, batch_rows).collect()
@@ -121,7 +124,8 @@ def tokenize(
     root = out_dir / "tokens"
     done = root / "manifest.json"
     if done.exists() and (manifest := read_manifest(root))["fingerprint"] == fingerprint:
-        return StageStats(STAGE, manifest["documents"], manifest["documents"], seconds=0.0)
+        n_docs = manifest["documents"] + manifest.get("rewrites_of_heldout_skipped", 0)
+        return StageStats(STAGE, n_docs, n_docs, seconds=0.0)
     done.unlink(missing_ok=True)
     start = time.perf_counter()
     paths = [out_dir / s["path"] for s in shards]
@@ -130,7 +134,8 @@ def tokenize(
         manifest = write_token_shards(paths, tokenizer, cfg, root, progress.update)
     manifest["fingerprint"] = fingerprint
     write_token_manifest(root, manifest)
-    stats = StageStats(STAGE, manifest["documents"], manifest["documents"])
+    n_docs = manifest["documents"] + manifest["rewrites_of_heldout_skipped"]
+    stats = StageStats(STAGE, n_docs, n_docs)  # every document is in the text shards
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -157,12 +162,19 @@ def write_token_shards(
         for split in ("train", "heldout")
     }
     docs = {"train": 0, "heldout": 0}
+    skipped = 0
     tokens_per_lang: Counter[str] = Counter()
     for done, path in enumerate(paths, 1):
-        for batch in iter_texts([path], columns=("doc_id", "text", "lang")):
-            heldout = is_heldout(batch["doc_id"].to_list(), cfg.heldout_fraction, cfg.seed)
+        for batch in iter_texts([path], columns=("doc_id", "text", "lang", AUGMENTED_FROM)):
+            # A rewrite goes where its source goes, so held-out text has no rewrite in train;
+            # rewrites of held-out documents are left out, so held-out text is all original.
+            family = batch[AUGMENTED_FROM].fill_null(batch["doc_id"]).to_list()
+            held_family = is_heldout(family, cfg.heldout_fraction, cfg.seed)
+            rewritten = batch[AUGMENTED_FROM].is_not_null().to_numpy()
+            train, heldout = ~held_family, held_family & ~rewritten
+            skipped += int((held_family & rewritten).sum())
             texts, langs = batch["text"].to_list(), batch["lang"].fill_null("unknown").to_list()
-            for split, mask in (("train", ~heldout), ("heldout", heldout)):
+            for split, mask in (("train", train), ("heldout", heldout)):
                 ids, lengths = encode([t for t, m in zip(texts, mask, strict=True) if m],
                                       tokenizer, eod)  # fmt: skip
                 writers[split].add(ids)
@@ -179,6 +191,7 @@ def write_token_shards(
         "special_tokens": {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS},
         "tokenizer_sha256": sha256_file(root / "tokenizer.json"),
         "documents": sum(docs.values()),
+        "rewrites_of_heldout_skipped": skipped,
         "tokens_per_lang": dict(tokens_per_lang.most_common()),
         "splits": {
             split: {
