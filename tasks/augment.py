@@ -153,7 +153,17 @@ def eligible(df: pl.DataFrame, cfg: AugmentConfig) -> pl.DataFrame:
     if cfg.min_quality is not None:
         keep &= quality_of(df) >= cfg.min_quality
     draw = _draw(pl.col(DOC_ID), cfg.seed)
-    return df.filter(keep).select(DOC_ID, draw.alias("draw")).filter(pl.col("draw") < cfg.fraction)
+    return (
+        _with_lang(df)
+        .filter(keep)
+        .select(DOC_ID, draw.alias("draw"))
+        .filter(pl.col("draw") < cfg.fraction)
+    )
+
+
+def _with_lang(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` with a `lang` column (null when language ID is off)."""
+    return df if LANG in df.columns else df.with_columns(pl.lit(None, pl.String).alias(LANG))
 
 
 def quality_of(df: pl.DataFrame) -> pl.Series:
@@ -180,7 +190,7 @@ def rewrite_batch(batch: pl.DataFrame, backend: "Backend", cfg: AugmentConfig) -
     on the batch for good (the variants are then quarantined, the run goes on)."""
     from tasks.augment_backends import BackendError  # the backends import this module
 
-    texts, langs = batch[TEXT].to_list(), batch[LANG].to_list()
+    texts, langs = batch[TEXT].to_list(), _with_lang(batch)[LANG].to_list()
     error = None
     try:
         outs = backend.rewrite(texts, langs, cfg.variants, cfg.seed)
@@ -202,7 +212,7 @@ def rewrite_batch(batch: pl.DataFrame, backend: "Backend", cfg: AugmentConfig) -
 def _as_documents(sources: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFrame:
     """Variants as documents: their source's metadata, a new doc_id, no signals yet."""
     meta = [c for c in (SOURCE, URL, TITLE, DATE, DECLARED_LANG) if c in sources.columns]
-    base = sources.select(DOC_ID, *meta, pl.col(LANG).alias("_source_lang"),
+    base = _with_lang(sources).select(DOC_ID, *meta, pl.col(LANG).alias("_source_lang"),
                           pl.col(TEXT).alias("_source_text"))  # fmt: skip
     return variants.join(base, left_on=AUGMENTED_FROM, right_on=DOC_ID).select(
         pl.format("{}~{}{}", AUGMENTED_FROM, AUGMENT_METHOD, "variant").alias(DOC_ID),
@@ -296,7 +306,10 @@ def near_duplicates(kept: pl.DataFrame, new: pl.DataFrame, cfg: MinhashConfig) -
     not_source = id_array[j] != own[i]
     earlier_new = (j < first_new) | (id_array[j] < id_array[i])
     hit = similar & not_source & earlier_new
-    found = pl.DataFrame({DOC_ID: id_array[i[hit]], "duplicate_of": id_array[j[hit]]})
+    found = pl.DataFrame(
+        {DOC_ID: id_array[i[hit]].tolist(), "duplicate_of": id_array[j[hit]].tolist()},
+        schema={DOC_ID: pl.String, "duplicate_of": pl.String},
+    )
     return found.group_by(DOC_ID).agg(pl.col("duplicate_of").min()).sort(DOC_ID)
 
 

@@ -65,3 +65,83 @@ def test_near_duplicates_of_kept_documents_but_not_of_the_source():
     found = aug.near_duplicates(kept, new, MinhashConfig(threshold=0.7))
     assert dict(found.iter_rows()) == {"d007~x0": "d005", "d009~x1": "d009~x0"}
     assert aug.near_duplicates(kept, new.head(0), MinhashConfig()).height == 0
+
+
+class ReversingBackend:
+    """Rewrites a document by reversing its sentences' word order; can fail on a call."""
+
+    method, model_name = "paraphrase", "reverse"
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.calls, self.fail_on = 0, fail_on
+
+    def rewrite(self, texts, langs, variants, seed):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("killed")
+        return [[" ".join(reversed(t.split()))] * variants for t in texts]
+
+
+@pytest.fixture
+def stage_dirs(tmp_path):
+    from shards.schema import SOURCE
+    from tasks.partition import StageDir
+    from tasks.records import StageResult, StageStats, empty_ledger
+
+    src = StageDir("quality", tmp_path / "quality-0")
+    df = wiki_docs(24).with_columns(pl.lit("en").alias("lang"), pl.lit("x").alias(SOURCE))
+    for i, part in enumerate(["p0", "p1"]):
+        chunk = df.slice(12 * i, 12)
+        src.save(part, StageResult(chunk, empty_ledger()), StageStats("quality", 12, 12))
+    return src, StageDir("augment", tmp_path / "augment-0")
+
+
+def vetting():
+    from tasks.langid import LangIdConfig
+    from tasks.normalize import NormalizeConfig
+    from tasks.quality import QualityConfig
+
+    return aug.Vetting(NormalizeConfig(), LangIdConfig(), QualityConfig(enabled=False),
+                       MinhashConfig())  # fmt: skip
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_killed_generation_repeats_only_its_batch(stage_dirs, monkeypatch):
+    src, dst = stage_dirs
+    cfg = aug.AugmentConfig(batch_docs=4, min_chrf=0)
+    aug.select_sources.fn(src, dst, ["p0", "p1"], cfg)
+    first = ReversingBackend(fail_on=3)
+    monkeypatch.setattr(aug, "_backend", lambda cfg: first)
+    with pytest.raises(RuntimeError, match="killed"):
+        aug.generate_variants.fn("p0", src, dst, cfg, vetting())
+    assert len(list(dst.path.glob("p0.batch-*.arrow"))) == 2  # the third batch was lost
+    second = ReversingBackend()
+    monkeypatch.setattr(aug, "_backend", lambda cfg: second)
+    assert aug.generate_variants.fn("p0", src, dst, cfg, vetting()) == 12
+    assert second.calls == 1  # only the batch that was cut short
+    aug.generate_variants.fn("p1", src, dst, cfg, vetting())
+    aug.find_near_duplicates.fn(src, dst, ["p0", "p1"], MinhashConfig())
+    stats = aug.augment.fn("p0", src, dst)
+    assert (stats.n_in, stats.added, stats.kept) == (24, 12, 24)
+    kept = pl.read_ipc(dst.kept("p0"))
+    assert kept.filter(pl.col("augmented_from").is_not_null())[
+        "augment_model"
+    ].unique().to_list() == ["reverse"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_an_endpoint_that_fails_for_good_quarantines_the_batch(stage_dirs, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-never-logged")
+    src, dst = stage_dirs
+    cfg = aug.AugmentConfig(enabled=True, backend="llm", endpoint="http://127.0.0.1:9/v1",
+                            llm_model="m", retries=1, backoff_s=0, max_new_docs=3)  # fmt: skip
+    aug.select_sources.fn(src, dst, ["p0", "p1"], cfg)
+    for part in ("p0", "p1"):
+        aug.generate_variants.fn(part, src, dst, cfg, vetting())
+    aug.find_near_duplicates.fn(src, dst, ["p0", "p1"], MinhashConfig())
+    stats = aug.augment.fn("p0", src, dst) + aug.augment.fn("p1", src, dst)
+    assert stats.kept == 24 and stats.added == 3
+    assert stats.quarantined == {aug.FAILED: 3}
+    ledger = pl.concat([pl.read_ipc(dst.ledger(p)) for p in ("p0", "p1")])
+    assert ledger["detail"].str.contains("127.0.0.1:9").all()
+    assert not ledger["detail"].str.contains("sk-secret").any()

@@ -1,0 +1,394 @@
+"""The models behind augment: back-translation, paraphrase and LLM rewriting of whole documents.
+
+`make_backend(cfg)` gives a `Backend` whose `rewrite` turns a batch of documents into `variants`
+new wordings each. The seq2seq backends split each document into sentences (spaCy's rule-based
+sentencizer, line by line, so the newlines between paragraphs survive), translate or paraphrase
+the distinct sentences of the whole batch in length-sorted batches, and put each document back
+together with its original text between the sentences. The LLM backend sends each document, with
+a style prompt from `tasks/resources/augment_prompts`, to an OpenAI-compatible chat-completions
+endpoint. `chrf` and `bleu` score rewrites against their sources (sacrebleu).
+"""
+
+import asyncio
+import functools
+import logging
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import spacy
+import torch
+from sacrebleu.metrics import BLEU, CHRF
+from spacy.language import Language
+from tqdm import tqdm
+
+from tasks.augment import AugmentConfig
+
+log = logging.getLogger("refinery.augment")
+
+PROMPTS = Path(__file__).parent / "resources" / "augment_prompts"
+MAX_SENTENCE_CHARS = 500  # longer runs (lists, tables) are cut at spaces rather than truncated
+MAX_INPUT_TOKENS = 1024  # a last guard for tokenizers that declare no model_max_length
+MAX_RETRY_AFTER_S = 300.0
+TOP_P = 0.9
+# The fields each backend reads; a backend is built once per process for each set of values.
+FIELDS = {
+    "backtranslate": {"model_a", "model_b", "batch_size", "max_new_tokens", "num_beams"},
+    "paraphrase": {"model", "prefix", "batch_size", "max_new_tokens", "num_beams"},
+    "llm": {"endpoint", "llm_model", "style", "api_key_env", "temperature", "concurrency",
+            "timeout_s", "retries", "backoff_s"},
+}  # fmt: skip
+
+
+class BackendError(Exception):
+    """A batch could not be rewritten (the endpoint failed after its retries, or refused it)."""
+
+
+class Backend(Protocol):
+    method: str  # the augment_method column
+    model_name: str  # the augment_model column
+
+    def rewrite(
+        self, texts: list[str], langs: list[str | None], variants: int, seed: int
+    ) -> list[list[str]]:
+        """For each text, `variants` rewrites (same order). Deterministic for a seed on CPU."""
+        ...
+
+
+def chrf(hypotheses: list[str], references: list[str]) -> list[float]:
+    """Sentence-level chrF (0-100) of each hypothesis against its reference."""
+    _same_length(hypotheses, references)
+    metric = CHRF()
+    return [
+        metric.sentence_score(h, [r]).score for h, r in zip(hypotheses, references, strict=True)
+    ]
+
+
+def bleu(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus BLEU (0-100) of the hypotheses against their references; 0 for none."""
+    _same_length(hypotheses, references)
+    return BLEU().corpus_score(hypotheses, [references]).score if hypotheses else 0.0
+
+
+def _same_length(a: list[Any], b: list[Any]) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} hypotheses for {len(b)} references")
+
+
+@functools.cache
+def sentencizer(lang: str | None) -> Language:
+    """A blank spaCy pipeline that splits sentences; the multi-language one when spaCy has no
+    (dependency-free) support for `lang`."""
+    try:
+        nlp = spacy.blank((lang or "xx").lower())
+    except ImportError:  # unknown code, or one needing an extra tokenizer package (ja, th, vi)
+        nlp = spacy.blank("xx")
+    nlp.add_pipe("sentencizer")
+    return nlp
+
+
+_LINE = re.compile(r"[^\n]*\S[^\n]*")
+
+
+def split_document(text: str, nlp: Language) -> tuple[list[str], list[str]]:
+    """The sentences of `text`, stripped, and the n + 1 stretches around them, so that
+    `join_document(*split_document(text, nlp)) == text`."""
+    sentences: list[str] = []
+    gaps = [""]
+    pos = 0
+    for line in _LINE.finditer(text):
+        at = line.start()
+        for sent in nlp(line.group()).sents:
+            for start, end in _pieces(text, at + sent.start_char, at + sent.end_char):
+                gaps[-1] += text[pos:start]
+                sentences.append(text[start:end])
+                gaps.append("")
+                pos = end
+    gaps[-1] += text[pos:]
+    return sentences, gaps
+
+
+def _pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The span without its outer whitespace, cut at spaces into runs of at most
+    MAX_SENTENCE_CHARS where it is longer (a word longer than that stays whole)."""
+    out: list[tuple[int, int]] = []
+    for m in re.finditer(r"\S+", text[start:end]):
+        if out and m.end() - (out[-1][0] - start) <= MAX_SENTENCE_CHARS:
+            out[-1] = (out[-1][0], start + m.end())
+        else:
+            out.append((start + m.start(), start + m.end()))
+    return out
+
+
+def join_document(sentences: list[str], gaps: list[str]) -> str:
+    """Interleave the gaps and (rewritten) sentences again."""
+    return gaps[0] + "".join(s + g for s, g in zip(sentences, gaps[1:], strict=True))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"augment.device {device!r} is not a torch device: {e}") from None
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+@dataclass(frozen=True)
+class Seq2Seq:
+    """A tokenizer and a seq2seq model (`generate`), and the text put before each input."""
+
+    tokenizer: Any
+    model: Any
+    prefix: str = ""
+
+
+def load_seq2seq(name: str, prefix: str, device: torch.device, dtype: torch.dtype) -> Seq2Seq:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype).to(device).eval()
+    return Seq2Seq(tokenizer, model, prefix)
+
+
+def generate(
+    step: Seq2Seq, sentences: list[str], cfg: AugmentConfig, sample: bool, bar: tqdm
+) -> list[str]:
+    """One output per sentence, in input order. Sentences go longest first in batches of
+    `cfg.batch_size`, so each batch pads to nearly its own length (and memory runs out, if it
+    does, on the first batch)."""
+    if not sentences:
+        return []
+    tok = step.tokenizer
+    limit = min(tok.model_max_length, MAX_INPUT_TOKENS)
+    ids = tok([step.prefix + s for s in sentences], truncation=True, max_length=limit)["input_ids"]
+    order = sorted(range(len(ids)), key=lambda k: -len(ids[k]))
+    options = {"do_sample": True, "top_p": TOP_P, "num_beams": 1} if sample else {
+        "do_sample": False, "num_beams": cfg.num_beams}  # fmt: skip
+    out = [""] * len(ids)
+    for start in range(0, len(order), cfg.batch_size):
+        batch = order[start : start + cfg.batch_size]
+        inputs = tok.pad({"input_ids": [ids[k] for k in batch]}, return_tensors="pt")
+        with torch.inference_mode():
+            tokens = step.model.generate(
+                **inputs.to(step.model.device), max_new_tokens=cfg.max_new_tokens, **options
+            )
+        for k, text in zip(batch, tok.batch_decode(tokens, skip_special_tokens=True), strict=True):
+            out[k] = text.strip()
+        bar.update(len(batch))
+    return out
+
+
+class Seq2SeqBackend:
+    """Rewrites sentence by sentence through a chain of seq2seq models: there and back for
+    back-translation, one paraphrase model otherwise."""
+
+    def __init__(
+        self, method: str, model_name: str, steps: tuple[Seq2Seq, ...], cfg: AugmentConfig
+    ) -> None:
+        self.method, self.model_name, self.steps, self.cfg = method, model_name, steps, cfg
+
+    def rewrite(
+        self, texts: list[str], langs: list[str | None], variants: int, seed: int
+    ) -> list[list[str]]:
+        """Variant 0 is greedy (or beam search); variant i > 0 samples under seed + i."""
+        _check_batch(texts, langs, variants)
+        docs = [split_document(t, sentencizer(lang)) for t, lang in zip(texts, langs, strict=True)]
+        unique = list(dict.fromkeys(s for sentences, _ in docs for s in sentences))
+        out: list[list[str]] = [[] for _ in texts]
+        total = len(unique) * len(self.steps) * variants
+        with _bar(total, f"augment ({self.method})", "sentence") as bar:
+            for i in range(variants):
+                if i > 0:
+                    torch.manual_seed(seed + i)
+                current = unique
+                for step in self.steps:
+                    current = generate(step, current, self.cfg, i > 0, bar)
+                rewritten = dict(zip(unique, current, strict=True))
+                for j, (sentences, gaps) in enumerate(docs):
+                    out[j].append(join_document([rewritten[s] for s in sentences], gaps))
+        return out
+
+
+def _check_batch(texts: list[str], langs: list[str | None], variants: int) -> None:
+    if len(texts) != len(langs):
+        raise ValueError(f"{len(texts)} texts but {len(langs)} langs")
+    if variants < 1:
+        raise ValueError(f"variants must be at least 1, not {variants}")
+
+
+def _bar(total: int, desc: str, unit: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, disable=not sys.stderr.isatty())
+
+
+def load_prompt(style: str) -> str:
+    """The system prompt of a style: a file in PROMPTS by name, or a path to a prompt file."""
+    choices = sorted(p.stem for p in PROMPTS.glob("*.txt"))
+    if style in choices:
+        return (PROMPTS / f"{style}.txt").read_text(encoding="utf-8").strip()
+    if Path(style).is_file():
+        return Path(style).read_text(encoding="utf-8").strip()
+    raise ValueError(
+        f"augment.style {style!r} is neither one of {', '.join(choices)} nor a prompt file"
+    )
+
+
+def _redact(text: str, key: str | None) -> str:
+    return text.replace(key, "[redacted]") if key else text
+
+
+def _retry_after(value: str | None) -> float:
+    """The seconds a Retry-After header asks for (an HTTP date counts as none), capped."""
+    try:
+        return min(max(float(value or 0), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return 0.0
+
+
+class LlmBackend:
+    """Rewrites each document in one chat completion, `cfg.concurrency` requests at a time."""
+
+    method = "llm"
+
+    def __init__(self, cfg: AugmentConfig, prompt: str) -> None:
+        self.cfg, self.prompt = cfg, prompt
+        self.model_name = cfg.llm_model or ""
+        self.url = f"{(cfg.endpoint or '').rstrip('/')}/chat/completions"
+
+    def rewrite(
+        self, texts: list[str], langs: list[str | None], variants: int, seed: int
+    ) -> list[list[str]]:
+        """Variant i is asked for with seed + i.
+
+        Raises:
+            BackendError: when a request still fails after `cfg.retries` retries, or is refused.
+        """
+        _check_batch(texts, langs, variants)
+        key = os.environ.get(self.cfg.api_key_env) or None
+        return asyncio.run(self._rewrite_all(texts, variants, seed, key))
+
+    async def _rewrite_all(
+        self, texts: list[str], variants: int, seed: int, key: str | None
+    ) -> list[list[str]]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        limits = httpx.Limits(max_connections=self.cfg.concurrency)
+        slots = asyncio.Semaphore(self.cfg.concurrency)
+        bodies = [self._body(text, seed + i) for text in texts for i in range(variants)]
+        client = httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout_s, limits=limits)
+        async with client:
+            with _bar(len(bodies), "augment (llm)", "request") as bar:
+                try:
+                    async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
+                        tasks = [group.create_task(self._complete(client, slots, b, key))
+                                 for b in bodies]  # fmt: skip
+                        for task in tasks:
+                            task.add_done_callback(lambda _: bar.update(1))
+                except* BackendError as failed:
+                    raise failed.exceptions[0] from None
+        done = [task.result() for task in tasks]
+        return [done[j * variants : (j + 1) * variants] for j in range(len(texts))]
+
+    async def _complete(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, body: dict, key: str | None
+    ) -> str:
+        """One rewrite, retried with exponential back-off on 429, 5xx, timeouts and connection
+        errors (a Retry-After header can lengthen the wait); other 4xx fail at once."""
+        retries = self.cfg.retries
+        for attempt in range(1, retries + 2):
+            wait = self.cfg.backoff_s * 2 ** (attempt - 1)
+            reply = await self._post(client, slots, body)
+            if isinstance(reply, httpx.Response):
+                if reply.is_success:
+                    return _content(reply, self.url, key)
+                problem = f"HTTP {reply.status_code}: {_redact(reply.text, key)[:300]}"
+                if reply.status_code != 429 and reply.status_code < 500:
+                    raise BackendError(f"{self.url} refused the request: {problem}")
+                wait = max(wait, _retry_after(reply.headers.get("retry-after")))
+            else:
+                problem = _redact(reply, key)
+            if attempt > retries:
+                raise BackendError(f"{self.url} failed after {attempt} attempts: {problem}")
+            log.warning(
+                "augment llm: %s; retry %d of %d in %.2f s", problem, attempt, retries, wait
+            )
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def _post(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, body: dict
+    ) -> httpx.Response | str:
+        """The response, or what went wrong on the way; a slot is held only while the request
+        is in flight, not during back-off."""
+        try:
+            async with slots, asyncio.timeout(self.cfg.timeout_s):
+                return await client.post(self.url, json=body)
+        except (TimeoutError, httpx.TimeoutException):
+            return f"no response within {self.cfg.timeout_s:g} s"
+        except httpx.TransportError as e:
+            return f"{type(e).__name__}: {e}"
+
+    def _body(self, text: str, seed: int) -> dict:
+        messages = [{"role": "system", "content": self.prompt}, {"role": "user", "content": text}]
+        return {"model": self.model_name, "messages": messages,
+                "temperature": self.cfg.temperature, "seed": seed}  # fmt: skip
+
+
+def _content(r: httpx.Response, url: str, key: str | None) -> str:
+    try:
+        content = r.json()["choices"][0]["message"]["content"]
+    except (ValueError, LookupError, TypeError):
+        text = _redact(r.text, key)[:300]
+        raise BackendError(f"{url} answered without a chat completion: {text}") from None
+    if not isinstance(content, str):
+        raise BackendError(f"{url} answered with no message content")
+    return _redact(content.strip(), key)
+
+
+_BACKENDS: dict[str, Backend] = {}
+_LOCK = threading.Lock()
+
+
+def make_backend(cfg: AugmentConfig) -> Backend:
+    """The backend `cfg` asks for, its models loaded once per process and reused.
+
+    Raises:
+        ValueError: for an unknown style, device or a backend without its models.
+    """
+    key = cfg.model_dump_json(include={"backend", "device", "dtype", *FIELDS[cfg.backend]})
+    with _LOCK:
+        if key not in _BACKENDS:
+            _BACKENDS[key] = _build(cfg)
+        return _BACKENDS[key]
+
+
+def _build(cfg: AugmentConfig) -> Backend:
+    if cfg.backend == "llm":
+        if not (cfg.endpoint and cfg.llm_model):
+            raise ValueError("backend llm needs augment.endpoint and augment.llm_model")
+        return LlmBackend(cfg, load_prompt(cfg.style))
+    names = [cfg.model_a, cfg.model_b] if cfg.backend == "backtranslate" else [cfg.model]
+    if not all(names):
+        raise ValueError(f"backend {cfg.backend} is missing a model name: {names}")
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    prefix = cfg.prefix if cfg.backend == "paraphrase" else ""
+    steps = tuple(load_seq2seq(str(n), prefix, device, dtype) for n in names)
+    model_name = "+".join(_short_name(str(n)) for n in names)
+    return Seq2SeqBackend(cfg.backend, model_name, steps, cfg)
+
+
+def _short_name(name: str) -> str:
+    """A local folder's own name (no path of this machine in the data); a hub id as it is."""
+    return Path(name).name if Path(name).is_dir() else name
