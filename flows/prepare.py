@@ -21,7 +21,14 @@ from pydantic import BaseModel
 from flows.config import PipelineConfig, task_runner
 from shards.reader import read_manifest
 from shards.writer import remove_temp_files
-from tasks.augment import Vetting, augment, find_near_duplicates, generate_variants, select_sources
+from tasks.augment import (
+    Vetting,
+    augment,
+    find_near_duplicates,
+    generate_variants,
+    score_variants,
+    select_sources,
+)
 from tasks.augment import stage_key as augment_key
 from tasks.crawl import crawl
 from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
@@ -79,8 +86,11 @@ class StageChain:
             chain.stats[stage] = (StageStats.from_entry(stage, entry), entry["seconds"])
         return chain
 
-    def finish(self, futures: PrefectFutureList | StageStats) -> None:
-        """Merge a stage's partition stats as they come in, then log and publish them."""
+    def finish(
+        self, futures: PrefectFutureList | StageStats, scores: dict[str, float] | None = None
+    ) -> None:
+        """Merge a stage's partition stats as they come in, then log and publish them
+        (`scores`: figures of the whole stage, for the manifest)."""
         stage = self.last.stage
         stats = StageStats(stage)
         if isinstance(futures, StageStats):
@@ -90,6 +100,7 @@ class StageChain:
                 for done, future in enumerate(as_completed(futures), 1):
                     stats += future.result()
                     progress.update(done)
+        stats.scores = {**stats.scores, **(scores or {})}
         seconds = time.perf_counter() - self._started
         self.stats[stage] = (stats, seconds)
         get_run_logger().info(f"{stats.summary()} ({seconds:.1f}s)")
@@ -216,7 +227,8 @@ def filter_and_write(
         generate_variants.map(names, unmapped(src), unmapped(dst), unmapped(cfg.augment),
                               unmapped(vet)).result()  # fmt: skip
         find_near_duplicates(src, dst, names, cfg.minhash)
-        chain.finish(augment.map(names, unmapped(src), unmapped(dst)))
+        scores = score_variants(src, dst, names)
+        chain.finish(augment.map(names, unmapped(src), unmapped(dst)), scores)
 
     removers = list(chain.dirs)
     run_id = fingerprint("shards", cfg.shards.model_dump(mode="json"), chain.last.fingerprint)

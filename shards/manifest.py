@@ -30,6 +30,8 @@ def stage_entry(stats: dict[str, Any], seconds: float, work: str | None = None) 
     }
     if added := stats.get("added"):  # documents the stage made, in `in`; new_kept of them kept
         entry |= {"added": added, "new_kept": stats["kept"] - stats["n_in"] + added}
+    if stats.get("scores"):
+        entry["scores"] = stats["scores"]
     return entry | ({"work": work} if work else {})
 
 

@@ -395,6 +395,27 @@ def find_near_duplicates(src: StageDir, dst: StageDir, parts: list[str], cfg: Mi
     write_table(near_duplicates(kept, new, cfg).to_arrow(), _near_duplicates_path(dst))
 
 
+@task(name="augment-scores")
+def score_variants(src: StageDir, dst: StageDir, parts: list[str]) -> dict[str, float]:
+    """chrF and corpus BLEU (sacrebleu) of the variants against their sources: all that were
+    generated, and those kept (vetted, not near-duplicates)."""
+    from tasks.augment_backends import bleu, chrf
+
+    sources = pl.concat([read_frame(src.kept(p)).select(DOC_ID, TEXT) for p in parts])
+    made = [read_frame(path) for p in parts for path in sorted(dst.path.glob(f"{p}.batch-*"))]
+    generated = pl.concat(made).filter(pl.col(TEXT).is_not_null()) if made else _no_variants()
+    dups = read_frame(_near_duplicates_path(dst))[DOC_ID]
+    kept = pl.concat([read_frame(_candidates(dst, p)) for p in parts])
+    kept = kept.filter(~pl.col(DOC_ID).is_in(dups.implode())).select(AUGMENTED_FROM, TEXT)
+    scores: dict[str, float] = {}
+    for name, df in (("generated", generated), ("kept", kept)):
+        pairs = df.join(sources, left_on=AUGMENTED_FROM, right_on=DOC_ID, suffix="_source")
+        hyp, ref = pairs[TEXT].to_list(), pairs[f"{TEXT}_source"].to_list()
+        scores[f"{name}_bleu"] = round(bleu(hyp, ref), 2)
+        scores[f"{name}_chrf_mean"] = round(float(np.mean(chrf(hyp, ref))) if hyp else 0.0, 2)
+    return scores
+
+
 @task(name="augment")
 def augment(part: str, src: StageDir, dst: StageDir) -> StageStats:
     """The partition's documents, then its new documents that are not near-duplicates."""

@@ -37,6 +37,7 @@ class StageStats:
     bytes_out: int = 0
     seconds: float = 0.0
     added: int = 0  # documents a stage made (augment), counted in n_in
+    scores: dict[str, float] = field(default_factory=dict)  # figures of the whole stage
 
     def __add__(self, other: "StageStats") -> "StageStats":
         if other.stage != self.stage:
@@ -51,6 +52,7 @@ class StageStats:
             bytes_out=self.bytes_out + other.bytes_out,
             seconds=self.seconds + other.seconds,
             added=self.added + other.added,
+            scores={**self.scores, **other.scores},
         )
 
     @property
@@ -67,16 +69,20 @@ class StageStats:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "n_in": self.n_in,
-            "kept": self.kept,
-            "dropped": dict(sorted(self.dropped.items())),
-            "quarantined": dict(sorted(self.quarantined.items())),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "seconds": round(self.seconds, 3),
-        } | ({"added": self.added} if self.added else {})
+        return (
+            {
+                "stage": self.stage,
+                "n_in": self.n_in,
+                "kept": self.kept,
+                "dropped": dict(sorted(self.dropped.items())),
+                "quarantined": dict(sorted(self.quarantined.items())),
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "seconds": round(self.seconds, 3),
+            }
+            | ({"added": self.added} if self.added else {})
+            | ({"scores": self.scores} if self.scores else {})
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageStats":

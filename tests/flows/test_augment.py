@@ -60,6 +60,9 @@ def test_backtranslation_adds_documents_with_provenance(setup, tmp_path):
     pairs = new.join(sources, left_on="augmented_from", right_on="doc_id", suffix="_source")
     assert pairs.height == new.height and (pairs["text"] != pairs["text_source"]).all()
     assert new["augment_chrf"].is_not_null().all() and new["lang"].is_not_null().all()
+    scores = stage["scores"]
+    assert 0 <= scores["kept_bleu"] < 100 and 0 < scores["kept_chrf_mean"] < 100
+    assert set(scores) == {"generated_bleu", "generated_chrf_mean", "kept_bleu", "kept_chrf_mean"}
     tokens = read_manifest(tmp_path / "tokens")
     assert "rewrites_of_heldout_skipped" in tokens
 
