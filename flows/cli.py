@@ -57,9 +57,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     manifest = prepare(inputs=args.input, output=str(args.output), config=cfg)
     t = manifest["totals"]
+    made = f"; {t['augmented']} of {t['added']} rewrites kept" if t.get("added") else ""
     print(
         f"refinery: {t['kept']} of {t['documents']} documents kept in {len(manifest['shards'])} "
-        f"shards at {args.output} ({t['dropped']} dropped, {t['quarantined']} quarantined)"
+        f"shards at {args.output} ({t['dropped']} dropped, {t['quarantined']} quarantined{made})"
     )
     return 0
 
