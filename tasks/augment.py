@@ -186,8 +186,8 @@ def variant_id(source: pl.Expr, method: str, variant: int) -> pl.Expr:
 
 
 def rewrite_batch(batch: pl.DataFrame, backend: "Backend", cfg: AugmentConfig) -> pl.DataFrame:
-    """Rewrite one batch of sources: a row per variant, with the backend's error if it failed
-    on the batch for good (the variants are then quarantined, the run goes on)."""
+    """Rewrite one batch of sources: a row per variant, with the error if the backend failed on
+    the batch for good or raised (the variants are then quarantined, the run goes on)."""
     from tasks.augment_backends import BackendError  # the backends import this module
 
     texts, langs = batch[TEXT].to_list(), _with_lang(batch)[LANG].to_list()
@@ -196,6 +196,8 @@ def rewrite_batch(batch: pl.DataFrame, backend: "Backend", cfg: AugmentConfig) -
         outs = backend.rewrite(texts, langs, cfg.variants, cfg.seed)
     except BackendError as e:
         outs, error = [[None] * cfg.variants for _ in texts], str(e)
+    except Exception as e:  # a model that cannot take these inputs: quarantine, go on
+        outs, error = [[None] * cfg.variants for _ in texts], f"{type(e).__name__}: {e}"[:1000]
     return pl.DataFrame(
         {
             AUGMENTED_FROM: [s for s in batch[DOC_ID] for _ in range(cfg.variants)],

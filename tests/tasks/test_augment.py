@@ -78,7 +78,7 @@ class ReversingBackend:
     def rewrite(self, texts, langs, variants, seed):
         self.calls += 1
         if self.calls == self.fail_on:
-            raise RuntimeError("killed")
+            raise KeyboardInterrupt  # as a kill: nothing of the batch is written
         return [[" ".join(reversed(t.split()))] * variants for t in texts]
 
 
@@ -112,7 +112,7 @@ def test_a_killed_generation_repeats_only_its_batch(stage_dirs, monkeypatch):
     aug.select_sources.fn(src, dst, ["p0", "p1"], cfg)
     first = ReversingBackend(fail_on=3)
     monkeypatch.setattr(aug, "_backend", lambda cfg: first)
-    with pytest.raises(RuntimeError, match="killed"):
+    with pytest.raises(KeyboardInterrupt):
         aug.generate_variants.fn("p0", src, dst, cfg, vetting())
     assert len(list(dst.path.glob("p0.batch-*.arrow"))) == 2  # the third batch was lost
     second = ReversingBackend()
@@ -145,3 +145,14 @@ def test_an_endpoint_that_fails_for_good_quarantines_the_batch(stage_dirs, monke
     ledger = pl.concat([pl.read_ipc(dst.ledger(p)) for p in ("p0", "p1")])
     assert ledger["detail"].str.contains("127.0.0.1:9").all()
     assert not ledger["detail"].str.contains("sk-secret").any()
+
+
+def test_a_model_that_raises_quarantines_its_batch():
+    class Broken(ReversingBackend):
+        def rewrite(self, texts, langs, variants, seed):
+            raise IndexError("index out of range in self")
+
+    batch = wiki_docs(3).with_columns(pl.lit("en").alias("lang"))
+    rows = aug.rewrite_batch(batch, Broken(), aug.AugmentConfig(variants=2))
+    assert rows.height == 6 and rows["text"].null_count() == 6
+    assert set(rows["error"]) == {"IndexError: index out of range in self"}
