@@ -31,27 +31,53 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _checksum_problem(path: Path, sha256: str) -> str | None:
+    """What is wrong with the file at `path` against its manifest's sha256, or None."""
+    if not path.exists():
+        return f"{path}: missing"
+    if sha256_file(path) != sha256:
+        return f"{path}: sha256 mismatch (file is corrupt or was modified)"
+    return None
+
+
 def verify_shards(out_dir: Path) -> list[str]:
-    """Check every shard in the manifest against its sha256 and row count.
+    """Check every shard in the manifest against its sha256 and row count, and every token
+    shard (`tokens/manifest.json`, when there is one) against its sha256.
 
     Returns:
-        One message per problem (empty when the output is intact).
+        One message per problem, each naming the file (empty when the output is intact).
     """
     problems = []
     for shard in read_manifest(out_dir)["shards"]:
         path = out_dir / shard["path"]
-        if not path.exists():
-            problems.append(f"{path}: missing")
-        elif sha256_file(path) != shard["sha256"]:
-            problems.append(f"{path}: sha256 mismatch (file is corrupt or was modified)")
-        elif read_table(path).num_rows != shard["rows"]:
-            problems.append(f"{path}: expected {shard['rows']} rows")
+        problem = _checksum_problem(path, shard["sha256"])
+        if problem is None and read_table(path).num_rows != shard["rows"]:
+            problem = f"{path}: expected {shard['rows']} rows"
+        problems += [problem] if problem else []
+    tokens = out_dir / "tokens"
+    if (tokens / "manifest.json").is_file():
+        for split, entry in json.loads((tokens / "manifest.json").read_text())["splits"].items():
+            for shard in entry["shards"]:
+                problem = _checksum_problem(tokens / split / shard["path"], shard["sha256"])
+                problems += [problem] if problem else []
     return problems
 
 
-def read_shards(out_dir: Path) -> pl.DataFrame:
-    """Read all shards listed in the manifest, in order, into one DataFrame."""
-    paths = [out_dir / s["path"] for s in read_manifest(out_dir)["shards"]]
+def read_shards(out_dir: Path, verify: bool = False) -> pl.DataFrame:
+    """Read all shards listed in the manifest, in order, into one DataFrame.
+
+    Args:
+        out_dir: A finished `prepare` output.
+        verify: Check each shard's sha256 against the manifest before reading it.
+
+    Raises:
+        ValueError: with `verify`, naming the first shard that is missing or corrupt.
+    """
+    shards = read_manifest(out_dir)["shards"]
+    paths = [out_dir / s["path"] for s in shards]
+    for path, shard in zip(paths, shards, strict=True):
+        if verify and (problem := _checksum_problem(path, shard["sha256"])) is not None:
+            raise ValueError(problem)
     if not paths:
         return pl.DataFrame()
     return pl.concat([read_frame(p) for p in paths])

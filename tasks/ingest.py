@@ -9,6 +9,7 @@ the bytes when a record is not valid UTF-8 (normalize decodes or quarantines it)
 """
 
 import json
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
+import zstandard
 from prefect import task
 from pydantic import BaseModel, Field
 
@@ -63,7 +65,15 @@ FORMATS = {
     ".wat.gz": "warc",
 }
 # Errors that end the reading of a file: what was read before stays, the rest is quarantined.
-READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, pa.ArrowException, RuntimeError)
+READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    zstandard.ZstdError,
+    pa.ArrowException,
+    RuntimeError,
+)
 
 
 def format_of(path: str) -> str | None:
@@ -141,16 +151,28 @@ def plan_partitions(files: list[InputFile], partition_bytes: int) -> list[Partit
 
 def derived_id(name: str, offset: int) -> str:
     """A stable doc_id for a record without one: a hash of its file name and offset."""
-    return xxhash.xxh3_64_hexdigest(f"{name}:{offset}".encode())
+    return xxhash.xxh3_64_hexdigest(f"{name}:{offset}".encode("utf-8", "surrogateescape"))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(value: str) -> str:
+    """`value` with each lone surrogate replaced by U+FFFD. JSON can hold one (`\\ud800`), and
+    invalid UTF-8 bytes read with surrogateescape (in a JSON line or a file name) become them;
+    Arrow strings must be valid UTF-8, so one in an id or a URL would fail the partition."""
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def _row(f: InputFile, offset: int, **fields: Any) -> dict[str, Any]:
     doc_id = fields.pop(DOC_ID, None)
-    return {
+    row = {
         DOC_ID: str(doc_id) if doc_id is not None else derived_id(f.name, offset),
         SOURCE: f"{f.uri}:{offset}",
         **fields,
     }
+    # `text` is valid already (`_text_fields`), and the longest: it is not scanned twice.
+    return {k: _unicode(v) if isinstance(v, str) and k != TEXT else v for k, v in row.items()}
 
 
 def _text_fields(value: str) -> dict[str, Any]:
@@ -159,7 +181,11 @@ def _text_fields(value: str) -> dict[str, Any]:
         value.encode("utf-8")
         return {TEXT: value}
     except UnicodeEncodeError:
+        pass
+    try:
         return {TEXT: None, "raw": value.encode("utf-8", "surrogateescape")}
+    except UnicodeEncodeError:  # a lone surrogate escape stands for no byte: U+FFFD
+        return {TEXT: _unicode(value)}
 
 
 def _removed(kind: str, reason: str, detail: str) -> dict[str, Any]:
@@ -185,12 +211,54 @@ def iter_lines(stream: BinaryIO, chunk_size: int = 1 << 16) -> Iterator[bytes]:
     """Lines of a byte stream, read in chunks: works on every decompressor (zstd's has no
     readline), and a stream that breaks off still yields every complete line before the break."""
     read = getattr(stream, "read1", stream.read)  # read1: what is there now, not a full chunk
-    pending = b""
+    pending: list[bytes] = []  # pieces of the unfinished line, joined once it ends
     while chunk := read(chunk_size):
-        *lines, pending = (pending + chunk).split(b"\n")
-        yield from lines
-    if pending:
-        yield pending
+        *lines, last = chunk.split(b"\n")
+        if lines:
+            lines[0] = b"".join([*pending, lines[0]])
+            yield from lines
+            pending = []
+        pending.append(last)
+    if tail := b"".join(pending):
+        yield tail
+
+
+class ZstdStream:
+    """A .zst byte stream, decompressed frame by frame. zstandard's `stream_reader` ends
+    quietly where a truncated file ends, which would lose the rest of the file without a
+    trace; this raises EOFError there. Input goes in 1 KiB at a time, so that highly
+    compressed data cannot expand into more than a few MB at once."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self._frame, self._in_frame = raw, self._new_frame(), False
+        self._out = bytearray()
+
+    @staticmethod
+    def _new_frame() -> Any:
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all that is left when negative).
+
+        Raises:
+            EOFError: when the input ends inside a frame.
+        """
+        while size < 0 or len(self._out) < size:
+            if not (data := self.raw.read(1 << 10)):
+                # A chunked read hands out what came before the break first.
+                if self._in_frame and (size < 0 or not self._out):
+                    raise EOFError("zstd stream ended before the end of its frame")
+                break
+            while data:  # a frame may end inside `data`; the next one starts after it
+                self._out += self._frame.decompress(data)
+                self._in_frame = not self._frame.eof
+                data = b"" if self._in_frame else self._frame.unused_data
+                if not self._in_frame:
+                    self._frame = self._new_frame()
+        n = len(self._out) if size < 0 else min(size, len(self._out))
+        out = bytes(self._out[:n])
+        del self._out[:n]
+        return out
 
 
 Reader = Callable[[InputFile, BinaryIO, IngestConfig, Extractor], Iterator[dict[str, Any]]]
@@ -254,10 +322,12 @@ def read_file(
             yield from read_file(f, cfg, own)
         return
     fmt = format_of(f.uri)
-    compression = None if fmt in ("parquet", "warc") else "infer"
+    zstd = f.uri.lower().endswith(".zst")
+    compression = None if fmt in ("parquet", "warc") or zstd else "infer"
     offset = 0
     try:
-        with fsspec.open(f.uri, "rb", compression=compression) as stream:
+        with fsspec.open(f.uri, "rb", compression=compression) as raw:
+            stream = ZstdStream(raw) if zstd else raw
             for offset, row in enumerate(READERS[fmt](f, stream, cfg, ex), 1):  # noqa: B007
                 yield row
     except READ_ERRORS as e:

@@ -1,18 +1,20 @@
 """Normalize: decode, repair and tidy text, then replace PII.
 
 In: doc_id, text, raw (bytes when the record was not valid UTF-8). Out: the same rows with a
-clean `text` (no `raw`) and `pii_replaced` (UInt32). In order: bytes decoded with the fallback
-encodings, mojibake repaired with ftfy, Unicode NFC, control characters removed, runs of spaces
-folded, blank lines collapsed; undecodable and empty records quarantined; then, in the kept
-rows, e-mail addresses, phone numbers, IP addresses (and names, with `pii.ner_model`) replaced
-by mask tags (`tasks.pii`), counted in `pii_replaced`. PII comes last so that cleaning never
-touches a mask tag (quarantined rows have no text left to replace).
+clean `text` (no `raw`) and `pii_replaced` (UInt32). In order: bytes decoded (by their byte
+order mark, else with the fallback encodings), mojibake repaired with ftfy, Unicode NFC,
+control characters removed, runs of spaces folded, blank lines collapsed; undecodable and
+empty records quarantined; then, in the kept rows, e-mail addresses, phone numbers, IP
+addresses (and names, with `pii.ner_model`) replaced by mask tags (`tasks.pii`), counted in
+`pii_replaced`. PII comes last so that cleaning never touches a mask tag (quarantined rows
+have no text left to replace).
 
 With `enabled: false` the text is only decoded and checked, not changed: no PII is replaced
 either. With `pii.enabled: false` the text is cleaned but its PII left. Either way every kept
 row has `pii_replaced`, 0.
 """
 
+import codecs
 from typing import Any
 
 import ftfy
@@ -42,13 +44,30 @@ EMPTY = "normalize_empty"
 
 # C0/C1 control characters except tab and newline, plus zero-width and BOM characters.
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\ufeff]"
+# The same but C1 (\x80-\x9f): ftfy reads those as the bytes of mojibake ("â€\x9d" is ”).
+_CONTROL_BUT_C1 = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200e\u200f\ufeff]"
+_TERMINAL_ESCAPE = r"\x1b\[[0-9;]*[A-Za-z]"  # colours and cursor moves, as ftfy removes them
+
+
+# Byte order marks, UTF-32 first (its little-endian mark starts with UTF-16's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def decode(raw: bytes | None, encodings: tuple[str, ...]) -> str | None:
-    """Decode bytes with the first fallback encoding that fits them, or None."""
-    for encoding in encodings:
+    """Decode bytes with the encoding their byte order mark names (UTF-16 or UTF-32), else
+    with the first fallback encoding that fits them; None if none does. Without the mark
+    check, cp1252 would read UTF-16 as Latin letters and NULs."""
+    if raw is None:
+        return None
+    marked = [encoding for bom, encoding in _BOMS if raw.startswith(bom)][:1]
+    for encoding in (*marked, *encodings):
         try:
-            return raw.decode(encoding) if raw is not None else None
+            return raw.decode(encoding)
         except UnicodeDecodeError:
             continue
     return None
@@ -59,12 +78,14 @@ def _repair(text: str | None) -> str | None:
     return ftfy.fix_text(text) if text is not None else None
 
 
-def clean(texts: pl.Expr) -> pl.Expr:
-    """Polars expression: NFC, control characters, spaces and blank lines tidied."""
+def clean(texts: pl.Expr, controls: str = _CONTROL) -> pl.Expr:
+    """Polars expression: terminal escapes and `controls` removed (first, so that NFC joins
+    what they kept apart), then NFC, line ends, spaces and blank lines tidied."""
     return (
-        texts.str.normalize("NFC")
+        texts.str.replace_all(_TERMINAL_ESCAPE, "")
+        .str.replace_all(controls, "")
+        .str.normalize("NFC")
         .str.replace_all(r"\r\n?", "\n")
-        .str.replace_all(_CONTROL, "")
         .str.replace_all(r"[^\S\n]+", " ")
         .str.replace_all(r" ?\n ?", "\n")
         .str.replace_all(r"\n{3,}", "\n\n")
@@ -83,9 +104,14 @@ def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig, nlp: Any = None) -> 
     undecoded = df[TEXT].is_null() & df["raw"].is_not_null()
     decoded = [decode(r, cfg.fallback_encodings) for r in df.filter(undecoded)["raw"]]
     text = df[TEXT].scatter(undecoded.arg_true(), pl.Series(decoded, dtype=pl.String))
-    if cfg.enabled and cfg.fix_mojibake:
-        text = text.map_elements(_repair, return_dtype=pl.String, skip_nulls=True)
     out = df.with_columns(text.alias(TEXT))
+    if cfg.enabled and cfg.fix_mojibake:
+        # ftfy sees the text tidied as it stays: tidying after it must not make mojibake that
+        # a second run would repair (normalize is idempotent).
+        out = out.with_columns(clean(pl.col(TEXT), _CONTROL_BUT_C1))
+        out = out.with_columns(
+            out[TEXT].map_elements(_repair, return_dtype=pl.String, skip_nulls=True)
+        )
     if cfg.enabled:
         out = out.with_columns(clean(pl.col(TEXT)))
     tried = ", ".join(("utf-8", *cfg.fallback_encodings))

@@ -11,6 +11,8 @@ WARC-Record-ID), url, title, date, declared_lang and text, or a drop/quarantine 
 - WAT `metadata` records that describe a response carry the page's metadata but no text: they
   are dropped with `ingest_wat_no_text`, naming the page's title.
 - `request`, `warcinfo` and other metadata records are not documents.
+- A record of no known WARC-Type, or whose body is shorter than its Content-Length, is
+  quarantined with `ingest_warc_bad_record`.
 
 `date` is the date the page states (found by trafilatura), else the capture date (WARC-Date).
 """
@@ -29,6 +31,7 @@ HTTP_STATUS = "ingest_warc_http_status"
 NOT_HTML = "ingest_warc_not_html"
 BAD_ENCODING = "ingest_warc_bad_encoding"
 WAT_NO_TEXT = "ingest_wat_no_text"
+BAD_RECORD = "ingest_warc_bad_record"  # no known WARC-Type, or a body cut short
 
 _RECORDS = (
     WarcRecordType.response
@@ -36,6 +39,9 @@ _RECORDS = (
     | WarcRecordType.conversion
     | WarcRecordType.metadata
 )
+# A missing or unknown WARC-Type: quarantined. fastwarc's own type filter would pass over a
+# record without one in silence, so `iter_warc` filters by type itself.
+_MALFORMED = (WarcRecordType.no_type, WarcRecordType.unknown)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
@@ -129,6 +135,20 @@ def _wat_fields(body: bytes) -> dict[str, Any] | None:
     return {TITLE: title, **_removed(DROPPED, WAT_NO_TEXT, detail)}
 
 
+def _malformed(record: WarcRecord, body: bytes) -> str | None:
+    """Why a record cannot be trusted: fastwarc yields a record whose type it does not know,
+    and one whose body ends before its Content-Length (a truncated file, or a Content-Length
+    that swallowed the records after it), without an error."""
+    if record.record_type in _MALFORMED:
+        return f"WARC-Type {record.headers.get('WARC-Type')!r} is missing or unknown"
+    length = record.headers.get("Content-Length")
+    if length is None or not length.strip().isdigit():
+        return f"Content-Length {length!r}: the record's header is cut short or corrupt"
+    if len(body) < record.content_length:
+        return f"truncated: {len(body)} of {record.content_length} bytes"
+    return None
+
+
 def record_fields(record: WarcRecord, extractor: Extractor) -> dict[str, Any] | None:
     """A document's fields from one record, or None for a record that is not a document."""
     headers = record.headers
@@ -136,6 +156,8 @@ def record_fields(record: WarcRecord, extractor: Extractor) -> dict[str, Any] | 
     capture = (headers.get("WARC-Date") or "")[:10] or None
     base = {DOC_ID: (headers.get("WARC-Record-ID") or "").strip("<>") or None, URL: url}
     body = record.reader.read()
+    if (problem := _malformed(record, body)) is not None:
+        return {**base, **_removed(QUARANTINED, BAD_RECORD, problem)}
     if record.record_type == WarcRecordType.metadata:
         fields = _wat_fields(body) if "json" in (headers.get("Content-Type") or "") else None
         return None if fields is None else {**base, **fields}
@@ -148,6 +170,8 @@ def record_fields(record: WarcRecord, extractor: Extractor) -> dict[str, Any] | 
 
 def iter_warc(stream: BinaryIO, extractor: Extractor) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (byte offset, fields) for each document record of a WARC, WET or WAT stream."""
-    for record in ArchiveIterator(stream, record_types=_RECORDS, parse_http=True):
+    for record in ArchiveIterator(stream, record_types=WarcRecordType.any_type, parse_http=True):
+        if not (record.record_type & _RECORDS or record.record_type in _MALFORMED):
+            continue
         if (fields := record_fields(record, extractor)) is not None:
             yield record.stream_pos, fields
