@@ -133,7 +133,9 @@ def _steps(cfg: PiiConfig) -> list[tuple[str, str]]:
         # character after another one is found by a second pass.
         steps += [(_IPV6_BOUNDED, f"${{l}}{IP}${{r}}"), (_IPV4_BOUNDED, f"${{l}}{IP}${{r}}")] * 2
     if cfg.phones:
-        steps.append((_PHONE, f"${{l}}{PHONE}"))
+        # A number glued to the one before it follows a digit; once that one is a mask tag,
+        # a second pass finds it.
+        steps += [(_PHONE, f"${{l}}{PHONE}")] * 2
     return steps
 
 

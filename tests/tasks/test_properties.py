@@ -87,11 +87,6 @@ def test_normalize_keeps_or_quarantines_every_row(values):
     assert result.removed["reason"].is_in(["normalize_empty", "normalize_undecodable"]).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks/pii.py: a phone number right after another one is not masked (it follows a "
-    "digit), but once the first is a <PHONE> tag a second run masks it",
-)
 def test_pii_glued_to_pii_is_masked_in_one_run():
     once = normalize_batch(frame(["call +44 20 7946 0958+44 20 7946 0959"]), NormalizeConfig())
     twice = normalize_batch(once.kept.with_columns(raw=pl.lit(None, pl.Binary)), NormalizeConfig())
