@@ -17,12 +17,13 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-augment calibrate-quality clean help
+.PHONY: setup shards pretrain test test-crash lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-augment calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
 	@echo "make pretrain train the tiny model on those shards (2 CPU ranks, DeepSpeed ZeRO-2)"
 	@echo "make test     run the test suite"
+	@echo "make test-crash  kill prepare with SIGKILL 22 times (seeded), check each resumed run"
 	@echo "make lint     ruff check and format check"
 	@echo "make server   start a local Prefect server (UI http://127.0.0.1:4200); server-stop stops it"
 	@echo "make worker   start a process worker for the deployments"
@@ -59,6 +60,13 @@ pretrain: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" --timeout 900
+
+# Kills `refinery prepare` on the sample at failpoints and at random moments, resumes it and
+# compares with a clean run; fails unless every trial matches. CRASH_TRIALS=, CRASH_SEED=.
+CRASH_TRIALS ?= 22
+CRASH_SEED ?= 0
+test-crash: $(STAMP)
+	$(BIN)/python bench/crash.py --trials $(CRASH_TRIALS) --seed $(CRASH_SEED)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ balances (in = kept + dropped + quarantined) and each stage's `kept` is the next
 from pathlib import Path
 from typing import Any
 
+from shards import failpoints
 from shards.schema import SCHEMA_VERSION
 from shards.writer import write_json
 
@@ -80,4 +81,5 @@ def build_manifest(
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically; it is the last file a run writes."""
+    failpoints.hit("manifest")
     write_json(manifest, out_dir / "manifest.json")

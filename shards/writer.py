@@ -16,6 +16,8 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from shards import failpoints
+
 _IPC_OPTIONS = {codec: ipc.IpcWriteOptions(compression=codec) for codec in ("zstd", "lz4", None)}
 
 
@@ -26,6 +28,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        failpoints.hit("atomic-rename", path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -49,6 +52,7 @@ def write_table(
     """
     options = _IPC_OPTIONS[compression]
     with atomic_path(path) as tmp, ipc.new_file(tmp, table.schema, options=options) as w:
+        failpoints.hit("arrow-body", path)
         w.write_table(table)
 
 
@@ -103,6 +107,7 @@ class ShardWriter:
         for batch in table.to_batches(max_chunksize=1024):
             self._pending.append(batch)
             self._pending_bytes += batch.nbytes
+            failpoints.hit("shard-batch")
             if self._pending_bytes >= self.size_limit:
                 self._flush()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from shards import failpoints
 from shards.reader import read_frame
 from shards.schema import SCHEMA_VERSION
 from shards.writer import write_json, write_table
@@ -82,6 +83,7 @@ class StageDir:
         atomically."""
         write_table(result.kept.to_arrow(), self.kept(part), compression="lz4")
         write_table(result.removed.to_arrow(), self.ledger(part))
+        failpoints.hit("partition-stats")
         write_json(stats.to_dict(), self.path / f"{part}.stats.json")
         return stats
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, Field
 
+from shards import failpoints
 from shards.manifest import build_manifest, stage_entry, write_manifest
 from shards.reader import read_frame, read_manifest
 from shards.schema import SHARD_SCHEMA
@@ -79,6 +80,7 @@ def publish_ledger(stages: list[StageDir], parts: list[str], out_dir: Path) -> N
     for stage in stages:
         names = {f"part-{i:05d}.arrow": part for i, part in enumerate(parts)}
         for name, part in names.items():
+            failpoints.hit("ledger-link")
             _link(stage.ledger(part), ledger / stage.stage / name)
         remove_stale(ledger / stage.stage, "part-*.arrow", set(names))
     for stale in ledger.glob("*/part-*.arrow"):
