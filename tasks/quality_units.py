@@ -18,6 +18,7 @@ The result is one row per word: `doc` (row in the batch), `line` (line of the do
 import functools
 import string
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
@@ -41,6 +42,8 @@ _TOKENIZER_CONFIG = {
     "vi": {"nlp": {"tokenizer": {"use_pyvi": False}}},
 }
 _PIECES_PER_DOC = 20_000  # pieces joined into one text for the tokenizer
+_CHARS_PER_DOC = 500_000  # and at most about this many characters (spaCy's limit is 1,000,000)
+_MAX_CHARS = 2**31 - 1  # one piece longer than that is not plausible text
 _VOCAB_LIMIT = 500_000  # strings a pipeline may keep (about 100 MB) before it is made anew
 SENTENCE_END_CLASS = "".join(f"\\{c}" if c in string.punctuation else c for c in SENTENCE_END)
 WORD_COLUMNS = {"doc": pl.UInt32, "line": pl.UInt32, "h": pl.UInt64, "len": pl.UInt32,
@@ -59,7 +62,9 @@ _VOCAB: list[Vocab] = []
 def _blank(lang: str) -> spacy.language.Language:
     if not _VOCAB:
         _VOCAB.append(Vocab())
-    return spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}), vocab=_VOCAB[0])
+    nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}), vocab=_VOCAB[0])
+    nlp.max_length = _MAX_CHARS  # only the tokenizer runs: its memory is linear in the text
+    return nlp
 
 
 @functools.cache
@@ -115,6 +120,18 @@ def chunks(texts: pl.Series, docs: np.ndarray) -> pl.DataFrame:
     )
 
 
+def _batches(pieces: list[str]) -> Iterator[list[str]]:
+    """Runs of at most `_PIECES_PER_DOC` pieces and about `_CHARS_PER_DOC` characters."""
+    start, chars = 0, 0
+    for i, piece in enumerate(pieces):
+        if i > start and (i - start >= _PIECES_PER_DOC or chars + len(piece) > _CHARS_PER_DOC):
+            yield pieces[start:i]
+            start, chars = i, 0
+        chars += len(piece) + 1
+    if start < len(pieces):
+        yield pieces[start:]
+
+
 def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataFrame:
     """spaCy's tokens of each piece (`piece`, in order) with their hash and flags.
 
@@ -127,8 +144,7 @@ def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataF
     with SPACY_LOCK:
         nlp = pipeline(lang)
         orths, piece_ids, start = [], [], 0
-        for i in range(0, len(pieces), _PIECES_PER_DOC):
-            batch = pieces[i : i + _PIECES_PER_DOC]
+        for batch in _batches(pieces):
             arr = nlp.make_doc(" ".join(batch)).to_array([ORTH, SPACY]).astype(np.uint64)
             ends = arr[:, 1].astype(np.int64)
             orths.append(arr[:, 0])

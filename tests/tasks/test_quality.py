@@ -256,3 +256,11 @@ def test_a_trained_quality_model_adds_q_model_and_its_threshold_drops(tmp_path):
     relaxed = q.QualityConfig(model=str(path), min_model_score=0.5, gopher_repetition=no_ngrams)
     dropped = q.filter_quality(scored.with_columns(lang=pl.lit("en")), relaxed).removed
     assert dropped["reason"].to_list() == [q.MODEL_SCORE]
+
+
+def test_pieces_longer_than_spacys_text_limit_are_tokenized():
+    from tasks.quality_units import spacy_tokens
+
+    pieces = ["x" * 1_200_000, *(["word"] * 300_000)]  # over 1,000,000 characters joined
+    tokens = spacy_tokens(pieces, "en", frozenset())
+    assert tokens["piece"].n_unique() == len(pieces)
