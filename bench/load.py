@@ -55,8 +55,8 @@ def build_corpus(root: Path, scale: int) -> int:
     rng, written = random.Random(scale), 0
     for name in TEXT_FILES:
         docs = [d for d in read_jsonl(SAMPLE / name) if isinstance(d.get("text"), str)]
-        with gzip.open(root / f"scaled-{name}", "wt", encoding="utf-8") as f:
-            for k in range(1, scale):
+        for k in range(1, scale):  # a file per copy: a file is never split across partitions
+            with gzip.open(root / f"scaled-{k:03d}-{name}", "wt", encoding="utf-8") as f:
                 for doc in recombined(docs, k, rng):
                     f.write(json.dumps(doc, ensure_ascii=False) + "\n")
                     written += 1
