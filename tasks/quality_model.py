@@ -8,6 +8,7 @@ when `quality.model` names a model file. A model trained elsewhere works if it h
 as it was trained on text prepared differently from `prepare_texts`.
 """
 
+import contextlib
 import functools
 import random
 import tempfile
@@ -41,6 +42,18 @@ THREADS = 4  # fastText threads when no seed asks for a deterministic, single-th
 # another model's weights). glibc serves every allocation over 32 MiB as fresh, zeroed pages,
 # so the matrix is never made smaller than this; the untouched rows then start at zero.
 MIN_INPUT_BYTES = 40 << 20
+
+
+def _release_free_memory() -> None:
+    """Hand glibc's free heap pages back to the system (malloc_trim), so that a matrix placed
+    in memory this process freed earlier (a large document, say) starts from zeroed pages too."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    if libc:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc).malloc_trim(0)
 
 
 def prepare_texts(texts: pl.Series) -> list[str]:
@@ -184,6 +197,7 @@ def _fit(train: list[tuple[str, str]], seed: int | None, **params: Any) -> Any:
         path = Path(tmp) / "train.txt"
         with path.open("w", encoding="utf-8") as f:
             f.writelines(f"{label} {line}\n" for label, line in train)
+        _release_free_memory()
         return fasttext.train_supervised(
             input=str(path),
             thread=1 if seed is not None else THREADS,  # one thread: the same model every run
