@@ -50,7 +50,7 @@ from tasks.minhash_sketch import signatures
 from tasks.normalize import NormalizeConfig, normalize_batch
 from tasks.partition import StageDir
 from tasks.progress import StageProgress
-from tasks.quality import QualityConfig, rules, score_quality
+from tasks.quality import QualityConfig, quality_score, score_quality
 from tasks.records import Rule, StageResult, StageStats, apply_rules, ledger_rows, text_bytes
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def eligible(df: pl.DataFrame, cfg: AugmentConfig) -> pl.DataFrame:
     if cfg.languages:
         keep &= pl.col(LANG).is_in(cfg.languages)
     if cfg.min_quality is not None:
-        keep &= quality_of(df) >= cfg.min_quality
+        keep &= quality_score(df) >= cfg.min_quality
     draw = _draw(pl.col(DOC_ID), cfg.seed)
     return (
         _with_lang(df)
@@ -164,13 +164,6 @@ def eligible(df: pl.DataFrame, cfg: AugmentConfig) -> pl.DataFrame:
 def _with_lang(df: pl.DataFrame) -> pl.DataFrame:
     """`df` with a `lang` column (null when language ID is off)."""
     return df if LANG in df.columns else df.with_columns(pl.lit(None, pl.String).alias(LANG))
-
-
-def quality_of(df: pl.DataFrame) -> pl.Series:
-    """The share of the default quality rules each document passes, from its `q_*` columns."""
-    found = [r.when for r in rules(QualityConfig(), [])]
-    failed = df.select(pl.sum_horizontal(found)).to_series()
-    return 1 - failed / len(found)
 
 
 def choose(candidates: pl.DataFrame, cfg: AugmentConfig) -> pl.DataFrame:

@@ -21,7 +21,7 @@ from prefect import task
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shards.reader import read_frame
-from shards.schema import LANG, TEXT
+from shards.schema import LANG, QUALITY_SIGNALS, TEXT
 from tasks.partition import StageDir
 from tasks.quality_signals import DUP_NGRAMS, TOP_NGRAMS, compute_signals
 from tasks.quality_units import spacy_stop_words
@@ -288,7 +288,8 @@ def quality_score(df: pl.DataFrame) -> pl.Series:
     the default thresholds, so changing them (`refinery refilter`) leaves dedup as it was.
     """
     cfg = QualityConfig()
-    signals = add_signals(df, cfg)
+    scored = all(name in df.columns for name in QUALITY_SIGNALS)  # after the quality stage
+    signals = df if scored else add_signals(df, cfg)
     found = [r.when for r in rules(cfg, [])]
     failed = signals.select(pl.sum_horizontal(found)).to_series()
     return (1 - failed / len(found)).cast(pl.Float32).rename("quality_score")
