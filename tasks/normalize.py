@@ -93,6 +93,33 @@ def clean(texts: pl.Expr, controls: str = _CONTROL) -> pl.Expr:
     )
 
 
+_REPAIR_ROUNDS = 4
+
+
+def repair(texts: pl.Series) -> pl.Series:
+    """`texts` tidied, with mojibake repaired by ftfy, so that a second pass changes nothing.
+
+    ftfy sees the text tidied but for C1 controls, which it reads as the bytes of mojibake.
+    Where removing what ftfy left (a stray C1 control, a zero-width space) changes the text,
+    that may uncover mojibake the removed character hid ("\\x8dÂ\\x95" leaves "Â•", which is
+    "•"), so those rows are repaired again, up to `_REPAIR_ROUNDS` times in all.
+    """
+    out = _clean_series(texts, _CONTROL_BUT_C1)
+    rows = pl.Series(range(len(texts)), dtype=pl.UInt32)
+    for _ in range(_REPAIR_ROUNDS):
+        repaired = out.gather(rows).map_elements(_repair, return_dtype=pl.String, skip_nulls=True)
+        cleaned = _clean_series(repaired)
+        out = out.scatter(rows, cleaned)
+        rows = rows.filter((cleaned != repaired).fill_null(False))
+        if rows.is_empty():
+            break
+    return out
+
+
+def _clean_series(texts: pl.Series, controls: str = _CONTROL) -> pl.Series:
+    return pl.select(clean(pl.lit(texts), controls)).to_series().alias(texts.name)
+
+
 def pii_config(cfg: NormalizeConfig) -> PiiConfig:
     """The PII step's config: off when normalize is off, which changes no text."""
     return cfg.pii if cfg.enabled else cfg.pii.model_copy(update={"enabled": False})
@@ -106,13 +133,8 @@ def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig, nlp: Any = None) -> 
     text = df[TEXT].scatter(undecoded.arg_true(), pl.Series(decoded, dtype=pl.String))
     out = df.with_columns(text.alias(TEXT))
     if cfg.enabled and cfg.fix_mojibake:
-        # ftfy sees the text tidied as it stays: tidying after it must not make mojibake that
-        # a second run would repair (normalize is idempotent).
-        out = out.with_columns(clean(pl.col(TEXT), _CONTROL_BUT_C1))
-        out = out.with_columns(
-            out[TEXT].map_elements(_repair, return_dtype=pl.String, skip_nulls=True)
-        )
-    if cfg.enabled:
+        out = out.with_columns(repair(out[TEXT]))
+    elif cfg.enabled:
         out = out.with_columns(clean(pl.col(TEXT)))
     tried = ", ".join(("utf-8", *cfg.fallback_encodings))
     rules = [

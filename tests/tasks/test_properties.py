@@ -70,6 +70,7 @@ def frame(values: list[str]) -> pl.DataFrame:
 # Found by this test: a character that tidying removed after ftfy had run hid mojibake, or an
 # accent, from the first run.
 @example(values=["cafÃ\u200b© ok", "a\u200b\u0301b", "\xa0\x8a¯", "rang\x1b[0m twice"])
+@example(values=["\x8dÂ\x95"])  # a C1 control left by ftfy hid "Â•", the mojibake of "•"
 def test_normalize_is_idempotent(fix_mojibake, values):
     cfg = NormalizeConfig(fix_mojibake=fix_mojibake)
     once = normalize_batch(frame(values), cfg).kept
