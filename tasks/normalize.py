@@ -73,11 +73,6 @@ def decode(raw: bytes | None, encodings: tuple[str, ...]) -> str | None:
     return None
 
 
-def _repair(text: str | None) -> str | None:
-    # ftfy also applies NFC; it is per string by nature, so this is the one per-row step.
-    return ftfy.fix_text(text) if text is not None else None
-
-
 def clean(texts: pl.Expr, controls: str = _CONTROL) -> pl.Expr:
     """Polars expression: terminal escapes and `controls` removed (first, so that NFC joins
     what they kept apart), then NFC, line ends, spaces and blank lines tidied."""
@@ -107,10 +102,13 @@ def repair(texts: pl.Series) -> pl.Series:
     out = _clean_series(texts, _CONTROL_BUT_C1)
     rows = pl.Series(range(len(texts)), dtype=pl.UInt32)
     for _ in range(_REPAIR_ROUNDS):
-        repaired = out.gather(rows).map_elements(_repair, return_dtype=pl.String, skip_nulls=True)
-        cleaned = _clean_series(repaired)
+        # ftfy (which also applies NFC) is per string by nature: the one per-row step.
+        fixed = out.gather(rows).map_elements(
+            ftfy.fix_text, return_dtype=pl.String, skip_nulls=True
+        )
+        cleaned = _clean_series(fixed)
         out = out.scatter(rows, cleaned)
-        rows = rows.filter((cleaned != repaired).fill_null(False))
+        rows = rows.filter((cleaned != fixed).fill_null(False))
         if rows.is_empty():
             break
     return out
