@@ -17,7 +17,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test test-crash lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-augment calibrate-quality clean help
+.PHONY: setup shards pretrain test test-crash lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
@@ -33,6 +33,7 @@ help:
 	@echo "make bench-langid language ID accuracy, refinery vs raw fastText"
 	@echo "make bench-filters language ID + quality throughput vs raw fastText and datatrove"
 	@echo "make bench-extract text extraction F1 and speed vs raw trafilatura and jusText"
+	@echo "make bench-urls   URL filter false and true positives vs datatrove's URLFilter"
 	@echo "make bench-augment augment stage cost per 1,000 documents on CPU (tiny random models)"
 	@echo "make calibrate-quality  recompute the zh/ja quality thresholds"
 
@@ -129,6 +130,10 @@ bench-filters: $(STAMP) $(BENCH_STAMP)
 # bench/data/NOTICE); the peers are in .venv, no .venv-bench needed.
 bench-extract: $(STAMP)
 	$(BIN)/python bench/extract.py
+
+# Ordinary URLs from tests/data/urls, adult ones from UT1's lists in datatrove's package.
+bench-urls: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python bench/urls.py
 
 # The English Wikipedia paragraphs of the sample and of bench/data; the models are tiny
 # random-weight ones the script builds (model/tiny_seq2seq.py), so nothing is downloaded.
