@@ -32,7 +32,7 @@ help:
 	@echo "make bench-dedup  near-dup removal vs datasketch, rensa and datatrove (one core each)"
 	@echo "make bench-langid language ID accuracy, refinery vs raw fastText"
 	@echo "make bench-filters language ID + quality throughput vs raw fastText and datatrove"
-	@echo "make bench-extract text extraction F1 and speed vs raw trafilatura and jusText"
+	@echo "make bench-extract text extraction F1 and speed vs raw trafilatura and jusText, and what normalize changes"
 	@echo "make bench-urls   URL filter false and true positives vs datatrove's URLFilter"
 	@echo "make bench-augment augment stage cost per 1,000 documents on CPU (tiny random models)"
 	@echo "make calibrate-quality  recompute the zh/ja quality thresholds"

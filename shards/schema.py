@@ -6,7 +6,7 @@ Every file refinery writes (work partitions, shards, ledger) is an Arrow IPC fil
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 DOC_ID = "doc_id"
 TEXT = "text"
@@ -15,6 +15,9 @@ URL = "url"
 TITLE = "title"
 DATE = "date"  # ISO 8601: the date a page states, else its capture date
 DECLARED_LANG = "declared_lang"  # the language a page declares (html lang), ISO 639-1 if any
+# The trafilatura settings that found a page's text: precision, default, recall or baseline
+# (null for text that was not extracted from HTML: JSONL, Parquet, WET).
+EXTRACTION = "extraction"
 LANG = "lang"
 LANG_SCORE = "lang_score"
 # How many input documents a kept one stands for: itself and its exact and near duplicates.
@@ -72,6 +75,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field(TITLE, pa.string()),
         pa.field(DATE, pa.string()),
         pa.field(DECLARED_LANG, pa.string()),
+        pa.field(EXTRACTION, pa.string()),
         pa.field(TEXT, pa.large_string(), nullable=False),
         pa.field(LANG, pa.string()),
         pa.field(LANG_SCORE, pa.float32()),

@@ -35,6 +35,7 @@ from shards.schema import (
     DATE,
     DECLARED_LANG,
     DOC_ID,
+    EXTRACTION,
     LANG,
     QUARANTINED,
     SOURCE,
@@ -206,7 +207,8 @@ def rewrite_batch(batch: pl.DataFrame, backend: "Backend", cfg: AugmentConfig) -
 
 def _as_documents(sources: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFrame:
     """Variants as documents: their source's metadata, a new doc_id, no signals yet."""
-    meta = [c for c in (SOURCE, URL, TITLE, DATE, DECLARED_LANG) if c in sources.columns]
+    carried = (SOURCE, URL, TITLE, DATE, DECLARED_LANG, EXTRACTION)
+    meta = [c for c in carried if c in sources.columns]
     base = _with_lang(sources).select(DOC_ID, *meta, pl.col(LANG).alias("_source_lang"),
                           pl.col(TEXT).alias("_source_text"))  # fmt: skip
     return variants.join(base, left_on=AUGMENTED_FROM, right_on=DOC_ID).select(

@@ -3,7 +3,8 @@
 In: input URIs (local paths, directories, globs, or any fsspec URL such as s3://commoncrawl/...
 with s3fs installed) of JSONL (.jsonl, .jsonl.gz, .jsonl.zst), Parquet, plain text (.txt,
 .txt.gz) and WARC/WET/WAT (.warc, .warc.gz, .wet.gz, .wat.gz; see `tasks.warc`).
-Out: doc_id, source, url, title, date, declared_lang, text, raw. `text` is null and `raw` holds
+Out: doc_id, source, url, title, date, declared_lang, extraction (the settings that found an
+HTML page's text; null for other records), text, raw. `text` is null and `raw` holds
 the bytes when a record is not valid UTF-8 (normalize decodes or quarantines it). `source` is
 `<uri>:<offset>`, the offset being the line (JSONL), row (Parquet) or byte position (WARC).
 """
@@ -25,7 +26,17 @@ import zstandard
 from prefect import task
 from pydantic import BaseModel, Field
 
-from shards.schema import DATE, DECLARED_LANG, DOC_ID, QUARANTINED, SOURCE, TEXT, TITLE, URL
+from shards.schema import (
+    DATE,
+    DECLARED_LANG,
+    DOC_ID,
+    EXTRACTION,
+    QUARANTINED,
+    SOURCE,
+    TEXT,
+    TITLE,
+    URL,
+)
 from tasks.extract import ExtractConfig, Extractor
 from tasks.partition import StageDir
 from tasks.records import StageResult, StageStats, ledger_rows
@@ -342,6 +353,7 @@ COLUMNS = {
     TITLE: pl.String,
     DATE: pl.String,
     DECLARED_LANG: pl.String,
+    EXTRACTION: pl.String,
     TEXT: pl.String,
     "raw": pl.Binary,
     "_kind": pl.String,

@@ -9,6 +9,12 @@ addresses (and names, with `pii.ner_model`) replaced by mask tags (`tasks.pii`),
 `pii_replaced`. PII comes last so that cleaning never touches a mask tag (quarantined rows
 have no text left to replace).
 
+ftfy repairs what is broken (mojibake, HTML entities, C1 controls, surrogates, Latin
+ligatures such as "ﬁ") but, by default, leaves what is only a style as it is written: curly
+quotes stay curly (ftfy's `uncurl_quotes` would write "don't" for "don’t"), and full-width
+forms stay full-width (its `fix_character_width` would write Chinese "，" and "（）" as ASCII
+"," and "()"). `bench/extract.py` measures each of these steps.
+
 With `enabled: false` the text is only decoded and checked, not changed: no PII is replaced
 either. With `pii.enabled: false` the text is cleaned but its PII left. Either way every kept
 row has `pii_replaced`, 0.
@@ -20,7 +26,7 @@ from typing import Any
 import ftfy
 import polars as pl
 from prefect import task
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shards.schema import TEXT
 from tasks.partition import StageDir, run_partition
@@ -34,7 +40,16 @@ class NormalizeConfig(BaseModel, frozen=True, extra="forbid"):
     """Text clean-up switches."""
 
     enabled: bool = True
-    fix_mojibake: bool = True
+    fix_mojibake: bool = Field(True, description="repair encoding errors with ftfy")
+    # ftfy's style changes, off by default: they change text that is not broken.
+    uncurl_quotes: bool = Field(False, description="with ftfy: curly quotes to straight ones")
+    fix_character_width: bool = Field(
+        False, description="with ftfy: full-width forms to ASCII (，to ,), half-width kana to full"
+    )
+    fix_latin_ligatures: bool = Field(True, description="with ftfy: ﬁ to fi, ĳ to ij")
+    fold_whitespace: bool = Field(
+        True, description="runs of spaces to one, three or more line breaks to a blank line"
+    )
     fallback_encodings: tuple[str, ...] = ("cp1252",)
     pii: PiiConfig = PiiConfig()
 
@@ -73,40 +88,56 @@ def decode(raw: bytes | None, encodings: tuple[str, ...]) -> str | None:
     return None
 
 
-def clean(texts: pl.Expr, controls: str = _CONTROL) -> pl.Expr:
+def clean(texts: pl.Expr, controls: str = _CONTROL, fold: bool = True) -> pl.Expr:
     """Polars expression: terminal escapes and `controls` removed (first, so that NFC joins
-    what they kept apart), then NFC, line ends, spaces and blank lines tidied."""
-    return (
+    what they kept apart), then NFC and line ends; with `fold`, spaces and blank lines tidied."""
+    out = (
         texts.str.replace_all(_TERMINAL_ESCAPE, "")
         .str.replace_all(controls, "")
         .str.normalize("NFC")
         .str.replace_all(r"\r\n?", "\n")
-        .str.replace_all(r"[^\S\n]+", " ")
-        .str.replace_all(r" ?\n ?", "\n")
-        .str.replace_all(r"\n{3,}", "\n\n")
-        .str.strip_chars()
+    )
+    if fold:
+        out = (
+            out.str.replace_all(r"[^\S\n]+", " ")
+            .str.replace_all(r" ?\n ?", "\n")
+            .str.replace_all(r"\n{3,}", "\n\n")
+        )
+    return out.str.strip_chars()
+
+
+def fixer(cfg: NormalizeConfig) -> ftfy.TextFixerConfig:
+    """ftfy's settings: every repair, and the style changes `cfg` turns on."""
+    return ftfy.TextFixerConfig(
+        uncurl_quotes=cfg.uncurl_quotes,
+        fix_character_width=cfg.fix_character_width,
+        fix_latin_ligatures=cfg.fix_latin_ligatures,
+        explain=False,  # the list of steps taken, which nothing reads
     )
 
 
 _REPAIR_ROUNDS = 4
 
 
-def repair(texts: pl.Series) -> pl.Series:
-    """`texts` tidied, with mojibake repaired by ftfy, so that a second pass changes nothing.
+def repair(
+    texts: pl.Series, config: ftfy.TextFixerConfig | None = None, fold: bool = True
+) -> pl.Series:
+    """`texts` tidied, with mojibake repaired by ftfy (with `config`, else ftfy's defaults),
+    so that a second pass changes nothing.
 
     ftfy sees the text tidied but for C1 controls, which it reads as the bytes of mojibake.
     Where removing what ftfy left (a stray C1 control, a zero-width space) changes the text,
     that may uncover mojibake the removed character hid ("\\x8dÂ\\x95" leaves "Â•", which is
     "•"), so those rows are repaired again, up to `_REPAIR_ROUNDS` times in all.
     """
-    out = _clean_series(texts, _CONTROL_BUT_C1)
+    out = _clean_series(texts, _CONTROL_BUT_C1, fold)
     rows = pl.Series(range(len(texts)), dtype=pl.UInt32)
     for _ in range(_REPAIR_ROUNDS):
         # ftfy (which also applies NFC) is per string by nature: the one per-row step.
         fixed = out.gather(rows).map_elements(
-            ftfy.fix_text, return_dtype=pl.String, skip_nulls=True
+            lambda text: ftfy.fix_text(text, config), return_dtype=pl.String, skip_nulls=True
         )
-        cleaned = _clean_series(fixed)
+        cleaned = _clean_series(fixed, fold=fold)
         out = out.scatter(rows, cleaned)
         rows = rows.filter((cleaned != fixed).fill_null(False))
         if rows.is_empty():
@@ -114,8 +145,8 @@ def repair(texts: pl.Series) -> pl.Series:
     return out
 
 
-def _clean_series(texts: pl.Series, controls: str = _CONTROL) -> pl.Series:
-    return pl.select(clean(pl.lit(texts), controls)).to_series().alias(texts.name)
+def _clean_series(texts: pl.Series, controls: str = _CONTROL, fold: bool = True) -> pl.Series:
+    return pl.select(clean(pl.lit(texts), controls, fold)).to_series().alias(texts.name)
 
 
 def pii_config(cfg: NormalizeConfig) -> PiiConfig:
@@ -131,9 +162,9 @@ def normalize_batch(df: pl.DataFrame, cfg: NormalizeConfig, nlp: Any = None) -> 
     text = df[TEXT].scatter(undecoded.arg_true(), pl.Series(decoded, dtype=pl.String))
     out = df.with_columns(text.alias(TEXT))
     if cfg.enabled and cfg.fix_mojibake:
-        out = out.with_columns(repair(out[TEXT]))
+        out = out.with_columns(repair(out[TEXT], fixer(cfg), cfg.fold_whitespace))
     elif cfg.enabled:
-        out = out.with_columns(clean(pl.col(TEXT)))
+        out = out.with_columns(clean(pl.col(TEXT), fold=cfg.fold_whitespace))
     tried = ", ".join(("utf-8", *cfg.fallback_encodings))
     rules = [
         Rule(UNDECODABLE, pl.col(TEXT).is_null(), pl.lit(f"not valid in {tried}"), QUARANTINED),

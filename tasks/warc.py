@@ -1,7 +1,8 @@
 """WARC, WET and WAT records to documents.
 
 In: a WARC/WET/WAT byte stream. Out: (byte offset, fields) per document record: doc_id (the
-WARC-Record-ID), url, title, date, declared_lang and text, or a drop/quarantine reason.
+WARC-Record-ID), url, title, date, declared_lang, extraction and text, or a drop/quarantine
+reason.
 
 - WARC `response` (and `resource`) records of HTML pages become text through `tasks.extract`
   (trafilatura in a worker process with time and size limits). Chunked transfer coding and
@@ -24,7 +25,7 @@ from typing import Any, BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from shards.schema import DOC_ID, DROPPED, QUARANTINED, TITLE, URL
+from shards.schema import DOC_ID, DROPPED, EXTRACTION, QUARANTINED, TITLE, URL
 from tasks.extract import Extractor, declared_language
 
 HTTP_STATUS = "ingest_warc_http_status"
@@ -118,7 +119,13 @@ def _page_fields(record: WarcRecord, body: bytes, extractor: Extractor) -> dict[
     language = page.declared_lang
     if language is None and http is not None:
         language = declared_language(b"", http.get("Content-Language"))
-    return {"text": page.text, TITLE: page.title, "date": page.date, "declared_lang": language}
+    return {
+        "text": page.text,
+        TITLE: page.title,
+        "date": page.date,
+        "declared_lang": language,
+        EXTRACTION: page.method,
+    }
 
 
 def _wat_fields(body: bytes) -> dict[str, Any] | None:

@@ -21,6 +21,9 @@ def test_real_crawl_files_become_shards_with_sensible_text(tmp_path):
     assert shards["url"].str.starts_with("https://").all()
     assert shards["title"].null_count() <= 1 and shards["date"].null_count() == 0
     assert (shards["declared_lang"] == "en").sum() >= shards.height - 3
+    from_wet = shards["source"].str.contains(r"\.wet\.gz:")
+    assert shards.filter(~from_wet)["extraction"].is_in(["precision", "default"]).all()
+    assert shards.filter(from_wet)["extraction"].is_null().all()  # WET text is not extracted
     text = "\n".join(shards["text"])
     assert "Creative Commons" in text and "<div" not in text and "<script" not in text
     # the crawl fetched https://allenai.org/ three times: two are exact duplicates

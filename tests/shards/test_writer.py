@@ -40,7 +40,7 @@ def test_shards_are_zstd_arrow_ipc_with_schema(tmp_path):
         writer.write(docs(10))
     reader = ipc.open_file(tmp_path / "part-00000.arrow")
     assert reader.schema.equals(SHARD_SCHEMA)
-    assert reader.schema.metadata[b"refinery.schema_version"] == b"4"
+    assert reader.schema.metadata[b"refinery.schema_version"] == b"5"
     assert read_table(tmp_path / "part-00000.arrow")["lang_score"].null_count == 10
 
 

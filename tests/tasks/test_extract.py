@@ -5,13 +5,17 @@ import os
 import signal
 import zlib
 
+import polars as pl
 import pytest
+import trafilatura
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from shards.schema import EXTRACTION
 from tasks import extract as ext
 from tasks import ingest as ing
 from tasks import warc
+from tasks.write_shards import to_shard_table
 
 ARTICLE = (
     "<html lang='de-AT'><head><title>Der Fluss</title></head><body><nav>Home | About</nav>"
@@ -23,6 +27,66 @@ ARTICLE = (
     )
     + "</article><footer>Impressum</footer></body></html>"
 ).encode()
+
+# A news article as a JavaScript app serves it: an empty root element, and the article's text
+# only in its JSON-LD. trafilatura's precise settings find nothing; its defaults read the JSON-LD.
+STORY = " ".join(
+    [
+        "The city council voted on Tuesday to turn the old tram depot on Mill Street into a",
+        "public library and a covered market. Work on the building, which has stood empty since",
+        "the last trams ran in 1987, is to begin next spring and take two years. Residents had",
+        "asked for a library in the north of the city for more than a decade, and the plan won by",
+        "eleven votes to four. The market hall will open on weekends first, with forty stalls.",
+    ]
+)
+HEADLINE = "Old tram depot to become a library"
+LD = {"@context": "https://schema.org", "@type": "NewsArticle", "headline": HEADLINE}
+JS_APP = (
+    f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{HEADLINE}</title>"
+    '<script type="application/ld+json">'
+    + json.dumps({**LD, "articleBody": STORY})
+    + "</script></head><body><div id='root'></div><noscript>You need to enable JavaScript to "
+    "run this app.</noscript><script src='/static/js/main.3f9a.js'></script></body></html>"
+).encode()
+# The same story where the server renders only its first sentence, among a long menu: the
+# precise settings find that sentence, short beside the page's text; the defaults find it all.
+SECTIONS = ["News", "Politics", "Business", "Sport", "Culture", "Travel", "Weather", "Opinion"]
+LEDE = (
+    f"<!DOCTYPE html><html lang='en'><head><title>{HEADLINE}</title>"
+    '<script type="application/ld+json">'
+    + json.dumps({**LD, "articleBody": STORY})
+    + "</script></head><body><nav><ul>"
+    + "".join(f"<li><a href='/{i}'>{s} and more {s}</a></li>" for i, s in enumerate(SECTIONS * 6))
+    + f"</ul></nav><main><h1>{HEADLINE}</h1><p>{STORY.split('. ')[0]}.</p>"
+    "<div id='article-body' data-hydrate='true'></div></main></body></html>"
+).encode()
+# A guestbook: every entry in a comment container, which trafilatura leaves out with comments
+# off, whatever its settings; only its baseline extractor reads them.
+GUESTBOOK = (
+    "<!DOCTYPE html><html lang='en'><head><title>Guestbook - Hill Farm Cottages</title></head>"
+    "<body><div class='comments'>"
+    + "".join(
+        f"<div class='comment'><p>{entry}</p><span class='comment-author'>Guest {i}</span></div>"
+        for i, entry in enumerate(
+            [
+                "We stayed in the garden cottage for a week in June and loved every minute.",
+                "A lovely quiet place, spotless rooms, and the eggs come from the farm's hens.",
+                "Perfect for walkers: the path up the hill starts at the gate, maps are lent.",
+            ]
+        )
+    )
+    + "</div></body></html>"
+).encode()
+
+
+def _precise(html: bytes) -> str:
+    """What trafilatura's precise settings find, called directly, as the worker calls it."""
+    cfg = ext.ExtractConfig()
+    doc = trafilatura.bare_extraction(
+        html, favor_precision=True, include_tables=cfg.include_tables,
+        include_comments=cfg.include_comments, with_metadata=True,
+    )  # fmt: skip
+    return "" if doc is None else doc.text
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +136,43 @@ def test_a_dead_worker_is_replaced(extractor):
 
 def test_page_without_main_text(extractor):
     page = extractor.extract(b"<html><body><script>var x = 1;</script></body></html>", None)
-    assert page.reason == ext.NO_TEXT
+    assert page.reason == ext.NO_TEXT and page.text is None and page.method is None
+    assert "precision, default, recall, baseline" in page.detail
+
+
+def test_precise_settings_first(extractor):
+    assert extractor.extract(ARTICLE, None).method == "precision"
+
+
+def test_defaults_find_what_the_precise_settings_miss(extractor):
+    assert _precise(JS_APP) == ""  # else this test tests nothing
+    page = extractor.extract(JS_APP, "https://example.org/depot")
+    assert page.method == "default" and page.reason is None
+    assert "Mill Street" in page.text and page.title == HEADLINE and page.declared_lang == "en"
+
+
+def test_no_fallbacks_keeps_the_old_behaviour():
+    page = ext.extract_page(JS_APP, None, ext.ExtractConfig(fallbacks=()))
+    assert page.reason == ext.NO_TEXT and page.detail == "no main text found (precision)"
+
+
+def test_a_short_text_gives_way_to_a_much_longer_one(extractor):
+    short = _precise(LEDE)
+    assert 0 < len(short) < 0.2 * len(trafilatura.html2txt(LEDE))
+    page = extractor.extract(LEDE, None)
+    assert page.method == "default" and len(page.text) > 1.5 * len(short)
+    assert "eleven votes to four" in page.text
+    # a retry must be that much longer to count: else the precise text stands
+    stricter = ext.extract_page(LEDE, None, ext.ExtractConfig(longer_by=1000))
+    assert stricter.method == "precision" and stricter.text == short
+
+
+def test_baseline_extractor_is_the_last_resort(extractor):
+    trafilatura_settings = ext.ExtractConfig(fallbacks=("default", "recall"))
+    assert ext.extract_page(GUESTBOOK, None, trafilatura_settings).reason == ext.NO_TEXT
+    page = extractor.extract(GUESTBOOK, None)
+    assert page.method == "baseline" and "garden cottage" in page.text
+    assert page.title == "Guestbook"  # metadata read for it alone (the site name trimmed)
 
 
 def test_dechunk_and_content_decoding():
@@ -154,6 +254,23 @@ def test_every_kind_of_record_ends_in_one_place(tmp_path):
     assert "Der Fluss" in wat["detail"][0]
 
 
+def test_extraction_column_names_the_settings_and_reaches_the_shards(tmp_path):
+    path = tmp_path / "pages.warc.gz"
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        for name, html in [("a", ARTICLE), ("b", JS_APP), ("c", GUESTBOOK)]:
+            _response(w, f"http://a.test/{name}", 200, html)
+        text = io.BytesIO(b"Text a WET file holds: nothing for refinery to extract.")
+        w.write_record(w.create_warc_record("http://a.test/d", "conversion", payload=text))
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text(json.dumps({"id": "j1", "url": "http://a.test/e", "text": "Plain."}) + "\n")
+    files, _ = ing.discover([str(path), str(jsonl)])
+    kept = ing.read_partition(tuple(files), ing.IngestConfig()).kept.sort("url")
+    shards = pl.from_arrow(to_shard_table(kept))
+    assert shards["url"].to_list() == [f"http://a.test/{c}" for c in "abcde"]
+    assert shards[EXTRACTION].to_list() == ["precision", "default", "baseline", None, None]
+
+
 def test_real_crawl_files_give_sensible_documents():
     files, _ = ing.discover([str(ing_sample_web())])
     assert {f.name.split(".", 1)[1] for f in files} >= {"warc.gz", "warc.wet.gz", "warc.wat.gz"}
@@ -162,6 +279,9 @@ def test_real_crawl_files_give_sensible_documents():
     assert kept.height == 39  # 37 wget pages minus 4 logs, the CC page as WARC and as WET
     assert kept["title"].null_count() <= 1  # WET records carry no title
     assert (kept["declared_lang"] == "en").sum() > 30
+    from_html = ~kept["source"].str.contains(r"\.wet\.gz:")
+    assert kept.filter(from_html)[EXTRACTION].is_in(["precision", "default"]).all()
+    assert kept.filter(~from_html)[EXTRACTION].is_null().all()
     assert kept["text"].str.len_chars().min() > 200
     semantic = kept.filter(kept["url"].str.contains("semanticscholar.org/about"))["text"][0]
     assert "Semantic Scholar" in semantic and "<div" not in semantic

@@ -24,6 +24,26 @@ def test_mojibake_control_characters_and_whitespace():
     assert out == "The café was fine — really. Next line\n\nEnd."
 
 
+def test_repairs_but_keeps_the_style_of_the_text():
+    chinese = "你好，世界！（测试）：是？"
+    texts = ["“Don’t,” she said. The ﬁrst cafÃ© ＡＢＣ", chinese, "a  b\n\n\n\nc"]
+    out = normalize_batch(batch(texts), NormalizeConfig()).kept["text"].to_list()
+    # curly quotes and full-width forms as written; mojibake and the "ﬁ" ligature repaired
+    assert out == ["“Don’t,” she said. The first café ＡＢＣ", chinese, "a b\n\nc"]
+
+
+def test_ftfy_style_changes_and_whitespace_folding_are_switches():
+    cfg = NormalizeConfig(
+        uncurl_quotes=True, fix_character_width=True, fix_latin_ligatures=False,
+        fold_whitespace=False,
+    )  # fmt: skip
+    texts = ["“Don’t” ﬁ ＡＢＣ", "你好，世界！", "a  b\n\n\n\nc"]
+    out = normalize_batch(batch(texts), cfg).kept["text"].to_list()
+    assert out == ['"Don\'t" ﬁ ABC', "你好,世界!", "a  b\n\n\n\nc"]
+    unrepaired = NormalizeConfig(fix_mojibake=False, fold_whitespace=False)
+    assert normalize_batch(batch(["cafÃ©  \x00ok"]), unrepaired).kept["text"][0] == "cafÃ©  ok"
+
+
 def test_nfc():
     decomposed = "Cafe\u0301"
     assert pl.select(clean(pl.lit(decomposed))).item() == "Café"
