@@ -67,12 +67,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.tiny_seq2seq import build_byt5, build_marian
 from shards.schema import AUGMENT_METHOD, AUGMENT_MODEL, AUGMENTED_FROM, DOC_ID, LANG, TEXT
-from tasks.augment import AugmentConfig, Vetting, near_duplicates, rewrite_batch, vet_variants
-from tasks.augment_backends import chrf, make_backend, sentencizer, split_document
-from tasks.langid import LangIdConfig
-from tasks.minhash_dedup import MinhashConfig
-from tasks.normalize import NormalizeConfig
-from tasks.quality import QualityConfig
+from tasks.augment.augment import (
+    AugmentConfig,
+    Vetting,
+    near_duplicates,
+    rewrite_batch,
+    vet_variants,
+)
+from tasks.augment.backends import chrf, make_backend, sentencizer, split_document
+from tasks.clean.normalize import NormalizeConfig
+from tasks.dedup.minhash_dedup import MinhashConfig
+from tasks.filter.langid import LangIdConfig
+from tasks.filter.quality import QualityConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "sample" / "wiki.jsonl.gz"

@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.quality import QualityConfig, add_signals, checks, filter_quality  # noqa: E402
+from tasks.filter.quality import QualityConfig, add_signals, checks, filter_quality  # noqa: E402
 
 # Reference paragraphs: English XQuAD ones; for zh their XQuAD translations (the same content,
 # so the same share should pass); for ja, with no translation of them, every JSQuAD one.

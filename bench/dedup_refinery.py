@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dedup_metrics import score
 
 from shards.writer import write_table
-from tasks import exact_dedup as exact
-from tasks import minhash_dedup as near
-from tasks.langid import LangIdConfig
+from tasks.dedup import exact_dedup as exact
+from tasks.dedup import minhash_dedup as near
+from tasks.filter.langid import LangIdConfig
 from tasks.partition import StageDir
 
 

@@ -27,9 +27,9 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shards.writer import write_table
-from tasks import minhash_dedup as near
-from tasks.langid import LangIdConfig
-from tasks.minhash_cluster import band_keys
+from tasks.dedup import minhash_dedup as near
+from tasks.dedup.minhash_cluster import band_keys
+from tasks.filter.langid import LangIdConfig
 from tasks.partition import StageDir
 
 PART = 100_000

@@ -7,10 +7,10 @@ The pages are the 181 news and blog pages of the scrapinghub article extraction 
 HTML, all UTF-8, and the gold main text (`articleBody`) with the page's URL. Every contender
 gets the same raw bytes and URL, one page after another:
 
-- refinery: `tasks.extract.Extractor` with the default `ExtractConfig`, whose worker
+- refinery: `tasks.ingest.extract.Extractor` with the default `ExtractConfig`, whose worker
   subprocess does the extraction under its time and size limits (trafilatura's precise
   settings, then its fallbacks where those find no text or a short one); `Page.text` is scored;
-- refinery in-process: `tasks.extract.extract_page`, what the worker runs, called directly
+- refinery in-process: `tasks.ingest.extract.extract_page`, what the worker runs, called directly
   (no worker, no limits), so that the two rows apart are the cost of the worker;
 - trafilatura, defaults: `trafilatura.extract(html, url=url)`, the plain-text output a user
   gets with the library's defaults (reader comments included);
@@ -30,7 +30,7 @@ one (an empty output counts as recall 0 and not at all in precision), and F1 is 
 mean of those two averages. The published figures on these pages: trafilatura 2.0.0 0.958,
 readability 0.922, jusText 0.804, all the page's text (html-text) 0.665.
 
-A second table scores refinery's text before and after `tasks.normalize` (see
+A second table scores refinery's text before and after `tasks.clean.normalize` (see
 bench/extract_normalize.py for each normalize step). Besides the benchmark's F1 it gives a
 token F1, computed the same way over whitespace-separated tokens, exact to the character:
 the shingles see only `\\w+` words, so they cannot tell "don’t" from "don't", the tokens can.
@@ -68,8 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from extract_normalize import normalized, step_rows, steps_table
 
-from tasks.extract import ExtractConfig, Extractor, extract_page
-from tasks.normalize import NormalizeConfig
+from tasks.clean.normalize import NormalizeConfig
+from tasks.ingest.extract import ExtractConfig, Extractor, extract_page
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "extraction-scrapinghub"
 GOAL_F1 = 0.958  # trafilatura 2.0.0 on these pages, as the benchmark publishes it

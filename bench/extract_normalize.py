@@ -1,6 +1,6 @@
 """What normalize does to extracted text, step by step (the second part of bench/extract.py).
 
-refinery's extracted texts go through `tasks.normalize.normalize_batch`, as in the pipeline,
+refinery's extracted texts go through `tasks.clean.normalize.normalize_batch`, as in the pipeline,
 with the default `NormalizeConfig` and then with one switch flipped at a time: ftfy as a whole
 (`fix_mojibake`), three of ftfy's own steps (`uncurl_quotes`, `fix_character_width`,
 `fix_latin_ligatures`), whitespace folding (`fold_whitespace`) and the PII masks
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 
-from tasks.normalize import NormalizeConfig, normalize_batch
+from tasks.clean.normalize import NormalizeConfig, normalize_batch
 
 Texts = Sequence[str | None]
 Score = Callable[[Texts], dict[str, float]]  # texts -> {"f1": ..., "token_f1": ...}

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dedup_corpus import make_corpus
 
-from tasks.langid import default_model_path
+from tasks.filter.langid import default_model_path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from filters_harness import add_run_flags, read_texts, time_workers
 
-from tasks.langid import LangIdConfig, detect_language, load_model
-from tasks.quality import QualityConfig, score_quality
+from tasks.filter.langid import LangIdConfig, detect_language, load_model
+from tasks.filter.quality import QualityConfig, score_quality
 
 
 def frame(texts: list[str]) -> pl.DataFrame:

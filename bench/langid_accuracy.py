@@ -7,7 +7,7 @@ through `detect_language` with the default `LangIdConfig`, and the raw model thr
 `model.predict(text, k=1)` on the whole text with only its newlines replaced by spaces, as a
 user calling fastText directly would. A prediction is right when it is the expected label, or
 the macrolanguage of a member the data names (Serbo-Croatian `hbs`, lid.176's `sh`, for hr,
-bs and sr). Both sides are compared in refinery's codes (`tasks.langid.language_of`).
+bs and sr). Both sides are compared in refinery's codes (`tasks.filter.langid.language_of`).
 
 Texts, from --data (bench/data, sources and licences in bench/data/NOTICE):
 - multilingual-wiki-paragraphs: Wikipedia paragraphs, one group per language; zh comes
@@ -41,7 +41,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.langid import LangIdConfig, detect_language, language_of, load_model
+from tasks.filter.langid import LangIdConfig, detect_language, language_of, load_model
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data"
 PARAGRAPHS = "wiki-paragraphs.jsonl.gz"

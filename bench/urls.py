@@ -40,7 +40,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.url_filter import BUNDLED_FILES, UrlFilterConfig, blocked_domain, filter_urls
+from tasks.web.url_filter import BUNDLED_FILES, UrlFilterConfig, blocked_domain, filter_urls
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"

@@ -29,7 +29,7 @@ def runner_sets(args: argparse.Namespace) -> list[str]:
 def cmd_crawl(args: argparse.Namespace) -> int:
     import logging
 
-    from tasks.crawl import LIMIT, REDIRECT, read_seeds, run_crawl
+    from tasks.web.crawl import LIMIT, REDIRECT, read_seeds, run_crawl
 
     cfg = load_config(args.config, args.sets, os.environ).crawl
     if args.seeds:
@@ -47,7 +47,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from tasks.ingest import discover
+    from tasks.ingest.ingest import discover
 
     cfg = load_config(args.config, [*args.sets, *runner_sets(args)], os.environ)
     if not args.input and not cfg.crawl.seeds:
@@ -114,7 +114,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tasks.report import build_report
+    from tasks.output.report import build_report
 
     print(f"refinery: report at {build_report(args.output)}")
     return 0
@@ -123,7 +123,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_tokenizer(args: argparse.Namespace) -> int:
     from shards.reader import read_manifest
     from shards.writer import atomic_path
-    from tasks.tokenize import iter_texts, train_tokenizer
+    from tasks.output.tokenize import iter_texts, train_tokenizer
 
     paths = [args.input / s["path"] for s in read_manifest(args.input)["shards"]]
     texts = (t for batch in iter_texts(paths) for t in batch["text"])
@@ -152,7 +152,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_train_quality(args: argparse.Namespace) -> int:
-    from tasks.quality_model import read_texts, train_quality_model
+    from tasks.filter.quality_model import read_texts, train_quality_model
 
     positive, negative = read_texts(args.positive), read_texts(args.negative)  # checks paths
     options = {"epochs": args.epochs, "seed": args.seed, "max_docs": args.max_docs}

@@ -17,17 +17,17 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from pydantic import BaseModel, Field, ValidationError
 
 from model.ds_config import PretrainConfig
-from tasks.augment import AugmentConfig
-from tasks.crawl import CrawlConfig
-from tasks.exact_dedup import ExactDedupConfig
-from tasks.ingest import IngestConfig
-from tasks.langid import LangIdConfig
-from tasks.minhash_dedup import MinhashConfig
-from tasks.normalize import NormalizeConfig
-from tasks.quality import QualityConfig
-from tasks.tokenize import TokenizeConfig
-from tasks.url_filter import UrlFilterConfig
-from tasks.write_shards import ShardsConfig
+from tasks.augment.augment import AugmentConfig
+from tasks.clean.normalize import NormalizeConfig
+from tasks.dedup.exact_dedup import ExactDedupConfig
+from tasks.dedup.minhash_dedup import MinhashConfig
+from tasks.filter.langid import LangIdConfig
+from tasks.filter.quality import QualityConfig
+from tasks.ingest.ingest import IngestConfig
+from tasks.output.tokenize import TokenizeConfig
+from tasks.output.write_shards import ShardsConfig
+from tasks.web.crawl import CrawlConfig
+from tasks.web.url_filter import UrlFilterConfig
 
 ENV_PREFIX = "PIPE_"
 

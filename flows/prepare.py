@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from flows.config import PipelineConfig, task_runner
 from shards.reader import read_manifest
 from shards.writer import remove_temp_files
-from tasks.augment import (
+from tasks.augment.augment import (
     Vetting,
     augment,
     find_near_duplicates,
@@ -29,28 +29,28 @@ from tasks.augment import (
     score_variants,
     select_sources,
 )
-from tasks.augment import stage_key as augment_key
-from tasks.crawl import crawl
-from tasks.exact_dedup import exact_dedup, group_duplicates, hash_partition
-from tasks.ingest import discover, ingest, plan_partitions
-from tasks.langid import langid
-from tasks.minhash_dedup import (
+from tasks.augment.augment import stage_key as augment_key
+from tasks.clean.normalize import normalize
+from tasks.dedup.exact_dedup import exact_dedup, group_duplicates, hash_partition
+from tasks.dedup.minhash_dedup import (
     ClusterInputs,
     cluster_pairs,
     find_pairs,
     minhash_dedup,
     sign_partition,
 )
-from tasks.minhash_dedup import stage_key as minhash_stage_key
-from tasks.normalize import normalize
+from tasks.dedup.minhash_dedup import stage_key as minhash_stage_key
+from tasks.filter.langid import langid
+from tasks.filter.quality import quality
+from tasks.ingest.ingest import discover, ingest, plan_partitions
+from tasks.output.report import write_report
+from tasks.output.tokenize import tokenize
+from tasks.output.write_shards import publish_ledger, write_run_manifest, write_shards
 from tasks.partition import StageDir, fingerprint
 from tasks.progress import StageProgress
-from tasks.quality import quality
 from tasks.records import StageStats
-from tasks.report import write_report
-from tasks.tokenize import tokenize
-from tasks.url_filter import url_filter
-from tasks.write_shards import publish_ledger, write_run_manifest, write_shards
+from tasks.web.crawl import crawl
+from tasks.web.url_filter import url_filter
 
 
 class StageChain:

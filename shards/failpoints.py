@@ -16,7 +16,7 @@ on, so the caller kills the process group afterwards. The points:
     arrow-body       shards/writer.py write_table: temporary file open, no record batch in it
     shard-batch      shards/writer.py ShardWriter.write: after each record batch it takes
     partition-stats  tasks/partition.py StageDir.save: kept and ledger files, before the marker
-    ledger-link      tasks/write_shards.py publish_ledger: before each ledger file's link
+    ledger-link      tasks/output/write_shards.py publish_ledger: before each ledger file's link
     manifest         shards/manifest.py write_manifest: before `manifest.json` is written
 """
 

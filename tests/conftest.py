@@ -73,7 +73,7 @@ def mixed_corpus(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def token_dir(tmp_path_factory) -> Path:
     """Token shards of the sample's Wikipedia paragraphs: vocabulary 512, 64-token sequences."""
-    from tasks.tokenize import TokenizeConfig, load_or_train_tokenizer, write_token_shards
+    from tasks.output.tokenize import TokenizeConfig, load_or_train_tokenizer, write_token_shards
 
     root = tmp_path_factory.mktemp("text")
     with gzip.open(SAMPLE / "wiki.jsonl.gz", "rt") as f:

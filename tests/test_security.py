@@ -4,7 +4,7 @@ and an API key never reaches the outputs or the logs.
 Config values that are paths, and what was checked of each (by reading the code; the run
 below checks the two a prepare run reads by default or can be given without a model):
 
-- `url_filter.domain_files`, `word_files`, `soft_word_files`: read (`tasks/url_filter.py`
+- `url_filter.domain_files`, `word_files`, `soft_word_files`: read (`tasks/web/url_filter.py`
   `_read_list`), never written. Checked below: the file given is read and left as it was.
 - `tokenize.tokenizer`: read (`Tokenizer.from_file`); the copy refinery keeps is written to
   `<output>/tokens/tokenizer.json`. Checked below: the file given is left as it was.
@@ -34,7 +34,7 @@ from flows import cli
 from flows.config import load_config
 from flows.prepare import prepare
 from shards.reader import read_shards
-from tasks.quality import QualityConfig, score_quality
+from tasks.filter.quality import QualityConfig, score_quality
 from tests.conftest import SAMPLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_hostile_ids_urls_titles_and_file_names_stay_data(tmp_path, capsys):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_config_paths_are_read_only_where_given(tmp_path):
-    from tasks.tokenize import train_tokenizer
+    from tasks.output.tokenize import train_tokenizer
 
     corpus = tmp_path / "in"
     corpus.mkdir()
@@ -139,10 +139,10 @@ def test_config_paths_are_read_only_where_given(tmp_path):
     assert manifest["config"]["url_filter"]["domain_files"] == [str(domains)]
 
 
-# Calls that run code or unpickle data from a file or the network. tasks/extract.py unpickles
+# Calls that run code or unpickle data from a file or the network. tasks/ingest/extract.py unpickles
 # frames on the pipes to its own worker process, which it starts with `sys.executable`, so
 # both ends are this code: trusted, and the one exemption.
-PICKLE_EXEMPT = {("tasks/extract.py", "pickle.loads")}
+PICKLE_EXEMPT = {("tasks/ingest/extract.py", "pickle.loads")}
 UNSAFE = {
     "eval", "exec", "pickle.load", "pickle.loads", "marshal.load", "marshal.loads",
     "shelve.open", "dill.load", "dill.loads", "cloudpickle.load", "cloudpickle.loads",
@@ -196,7 +196,7 @@ def test_no_unsafe_loaders_or_shells_in_the_code():
     assert len(files) > 30
     assert [hit for path in sorted(files) for hit in unsafe_calls(path)] == []
     # the exemption covers a call that is there: without it, the scan finds it
-    assert unsafe_calls(ROOT / "tasks" / "extract.py", exempt=set())
+    assert unsafe_calls(ROOT / "tasks" / "ingest" / "extract.py", exempt=set())
 
 
 def test_the_scan_finds_what_it_looks_for(tmp_path, monkeypatch):

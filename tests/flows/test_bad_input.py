@@ -23,7 +23,7 @@ from warcio.warcwriter import WARCWriter
 from flows.config import load_config
 from flows.prepare import prepare
 from shards.reader import read_shards
-from tasks.quality import QualityConfig, score_quality
+from tasks.filter.quality import QualityConfig, score_quality
 from tests.conftest import SAMPLE, english
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

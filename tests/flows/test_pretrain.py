@@ -48,7 +48,7 @@ def test_cli_trains_a_tokenizer(tmp_path):
 
     from shards.schema import SHARD_SCHEMA
     from shards.writer import ShardWriter, write_json
-    from tasks.write_shards import to_shard_table
+    from tasks.output.write_shards import to_shard_table
 
     texts = [f"Document number {i} talks about rivers, mills and markets." for i in range(200)]
     with ShardWriter(prepared, SHARD_SCHEMA, 1 << 20) as w:

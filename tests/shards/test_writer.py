@@ -7,7 +7,7 @@ from shards.manifest import check_balance
 from shards.reader import read_table, verify_shards
 from shards.schema import SHARD_SCHEMA
 from shards.writer import ShardWriter, write_json
-from tasks.write_shards import to_shard_table
+from tasks.output.write_shards import to_shard_table
 
 
 def docs(n: int, start: int = 0) -> pa.Table:

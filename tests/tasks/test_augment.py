@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 
 from flows.config import ConfigError, load_config
-from tasks import augment as aug
-from tasks.minhash_dedup import MinhashConfig
+from tasks.augment import augment as aug
+from tasks.dedup.minhash_dedup import MinhashConfig
 from tests.conftest import SAMPLE, english
 
 
@@ -97,9 +97,9 @@ def stage_dirs(tmp_path):
 
 
 def vetting():
-    from tasks.langid import LangIdConfig
-    from tasks.normalize import NormalizeConfig
-    from tasks.quality import QualityConfig
+    from tasks.clean.normalize import NormalizeConfig
+    from tasks.filter.langid import LangIdConfig
+    from tasks.filter.quality import QualityConfig
 
     return aug.Vetting(NormalizeConfig(), LangIdConfig(), QualityConfig(enabled=False),
                        MinhashConfig())  # fmt: skip

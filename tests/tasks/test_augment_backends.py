@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from model.tiny_seq2seq import build_byt5, build_marian
-from tasks import augment_backends as ab
-from tasks.augment import AugmentConfig
+from tasks.augment import backends as ab
+from tasks.augment.augment import AugmentConfig
 from tests.conftest import english
 
 KEY = "sk-test-5f1e9c0a7d3b4e21"

@@ -20,9 +20,9 @@ import pytest
 from pydantic import ValidationError
 from warcio.archiveiterator import ArchiveIterator
 
-from tasks import crawl as cr
-from tasks.crawl_fetch import CrawlError, Fetcher, Inflater, retry_after
-from tasks.ingest import IngestConfig, discover, read_partition
+from tasks.ingest.ingest import IngestConfig, discover, read_partition
+from tasks.web import crawl as cr
+from tasks.web.crawl_fetch import CrawlError, Fetcher, Inflater, retry_after
 from tests.conftest import english
 from tests.tasks.crawl_site import PAGE_LIMIT, PAGES, RETRIED, CrawlSite
 

@@ -1,6 +1,6 @@
 import polars as pl
 
-from tasks.exact_dedup import DUPLICATE, content_keys, find_duplicates
+from tasks.dedup.exact_dedup import DUPLICATE, content_keys, find_duplicates
 from tasks.records import drop_duplicates
 
 

@@ -12,10 +12,10 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from shards.schema import EXTRACTION
-from tasks import extract as ext
-from tasks import ingest as ing
-from tasks import warc
-from tasks.write_shards import to_shard_table
+from tasks.ingest import extract as ext
+from tasks.ingest import ingest as ing
+from tasks.ingest import warc
+from tasks.output.write_shards import to_shard_table
 
 ARTICLE = (
     "<html lang='de-AT'><head><title>Der Fluss</title></head><body><nav>Home | About</nav>"

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import ingest as ing
+from tasks.ingest import ingest as ing
 from tests.conftest import SAMPLE, write_jsonl
 
 CFG = ing.IngestConfig()

@@ -4,7 +4,7 @@ import json
 import polars as pl
 
 from shards.schema import LANG_TOP
-from tasks.langid import (
+from tasks.filter.langid import (
     LOW_SCORE,
     NOT_ALLOWED,
     LangIdConfig,

@@ -11,9 +11,8 @@ import pytest
 from datasketch import LeanMinHash, MinHash
 
 from shards.writer import write_table
-from tasks.langid import LangIdConfig
-from tasks.minhash_cluster import bucket_pairs, connected_components, make_refs, mapped_matrix
-from tasks.minhash_dedup import (
+from tasks.dedup.minhash_cluster import bucket_pairs, connected_components, make_refs, mapped_matrix
+from tasks.dedup.minhash_dedup import (
     ClusterInputs,
     MinhashConfig,
     cluster_pairs,
@@ -21,7 +20,8 @@ from tasks.minhash_dedup import (
     minhash_dedup,
     sign_partition,
 )
-from tasks.minhash_sketch import hash_shingle, shingles, signatures
+from tasks.dedup.minhash_sketch import hash_shingle, shingles, signatures
+from tasks.filter.langid import LangIdConfig
 from tasks.partition import StageDir
 from tests.conftest import DATA, SAMPLE
 
@@ -52,7 +52,7 @@ def test_signatures_equal_datasketch(text):
 
 def test_documents_longer_than_a_block_keep_a_running_minimum(monkeypatch):
     """A document with more shingles than a block is folded block by block, not held whole."""
-    monkeypatch.setattr("tasks.minhash_sketch._CHUNK", 64)
+    monkeypatch.setattr("tasks.dedup.minhash_sketch._CHUNK", 64)
     long = " ".join(f"w{i % 500} z{i % 7}" for i in range(2000))
     ours = signatures([long, TEXTS[0]], CFG.num_perm, CFG.seed, CFG.ngram, CFG.char_ngram)
     for text, row in zip([long, TEXTS[0]], ours, strict=True):

@@ -4,9 +4,16 @@ import polars as pl
 
 from shards.schema import PII_REPLACED
 from shards.writer import write_table
-from tasks.normalize import EMPTY, UNDECODABLE, NormalizeConfig, clean, normalize, normalize_batch
+from tasks.clean.normalize import (
+    EMPTY,
+    UNDECODABLE,
+    NormalizeConfig,
+    clean,
+    normalize,
+    normalize_batch,
+)
+from tasks.clean.pii import EMAIL, IP, PERSON, PHONE, PiiConfig
 from tasks.partition import StageDir
-from tasks.pii import EMAIL, IP, PERSON, PHONE, PiiConfig
 from tests.tasks.test_pii import save_pipeline
 
 

@@ -8,7 +8,7 @@ import spacy
 from pydantic import ValidationError
 
 from shards.schema import PII_REPLACED
-from tasks.pii import EMAIL, IP, PERSON, PHONE, PiiConfig, load_ner, mask, replace_pii
+from tasks.clean.pii import EMAIL, IP, PERSON, PHONE, PiiConfig, load_ner, mask, replace_pii
 from tests.conftest import SAMPLE
 
 

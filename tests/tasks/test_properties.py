@@ -12,9 +12,9 @@ import zstandard
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tasks.exact_dedup import DUPLICATE, content_keys, find_duplicates
-from tasks.ingest import ZstdStream, iter_lines
-from tasks.normalize import NormalizeConfig, normalize_batch
+from tasks.clean.normalize import NormalizeConfig, normalize_batch
+from tasks.dedup.exact_dedup import DUPLICATE, content_keys, find_duplicates
+from tasks.ingest.ingest import ZstdStream, iter_lines
 from tasks.records import drop_duplicates
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 
 from shards.schema import QUALITY_SIGNALS
-from tasks import quality as q
-from tasks.quality_signals import ngram_signals
-from tasks.quality_units import words
+from tasks.filter import quality as q
+from tasks.filter.quality_signals import ngram_signals
+from tasks.filter.quality_units import words
 from tests.conftest import SAMPLE
 
 CFG = q.QualityConfig()
@@ -236,7 +236,7 @@ def test_signals_do_not_depend_on_the_thresholds():
 
 
 def test_a_trained_quality_model_adds_q_model_and_its_threshold_drops(tmp_path):
-    from tasks.quality_model import train_quality_model
+    from tasks.filter.quality_model import train_quality_model
 
     wanted = wiki().filter(pl.col("lang") == "en")["text"].to_list()
     junk = []
@@ -259,7 +259,7 @@ def test_a_trained_quality_model_adds_q_model_and_its_threshold_drops(tmp_path):
 
 
 def test_pieces_longer_than_spacys_text_limit_are_tokenized():
-    from tasks.quality_units import spacy_tokens
+    from tasks.filter.quality_units import spacy_tokens
 
     pieces = ["x" * 1_200_000, *(["word"] * 300_000)]  # over 1,000,000 characters joined
     tokens = spacy_tokens(pieces, "en", frozenset())

@@ -12,7 +12,7 @@ import pytest
 
 from flows.cli import main
 from shards.writer import ShardWriter, sha256_file, write_json
-from tasks.quality_model import (
+from tasks.filter.quality_model import (
     MAX_CHARS,
     MIN_INPUT_BYTES,
     load_quality_model,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from tasks.tokenize import EOD, SPECIAL_TOKENS, encode, is_heldout, train_tokenizer
+from tasks.output.tokenize import EOD, SPECIAL_TOKENS, encode, is_heldout, train_tokenizer
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks import url_filter as uf
+from tasks.web import url_filter as uf
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BENCH_DATA = Path(__file__).resolve().parents[2] / "bench" / "data"

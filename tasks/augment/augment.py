@@ -44,18 +44,18 @@ from shards.schema import (
     URL,
 )
 from shards.writer import write_table
-from tasks.langid import LangIdConfig, detect_language, load_model
-from tasks.minhash_cluster import band_keys, estimated_jaccard
-from tasks.minhash_dedup import MinhashConfig
-from tasks.minhash_sketch import signatures
-from tasks.normalize import NormalizeConfig, normalize_batch
+from tasks.clean.normalize import NormalizeConfig, normalize_batch
+from tasks.dedup.minhash_cluster import band_keys, estimated_jaccard
+from tasks.dedup.minhash_dedup import MinhashConfig
+from tasks.dedup.minhash_sketch import signatures
+from tasks.filter.langid import LangIdConfig, detect_language, load_model
+from tasks.filter.quality import QualityConfig, quality_score, score_quality
 from tasks.partition import StageDir
 from tasks.progress import StageProgress
-from tasks.quality import QualityConfig, quality_score, score_quality
 from tasks.records import Rule, StageResult, StageStats, apply_rules, ledger_rows, text_bytes
 
 if TYPE_CHECKING:
-    from tasks.augment_backends import Backend
+    from tasks.augment.backends import Backend
 
 STAGE = "augment"
 
@@ -182,7 +182,7 @@ def variant_id(source: pl.Expr, method: str, variant: int) -> pl.Expr:
 def rewrite_batch(batch: pl.DataFrame, backend: "Backend", cfg: AugmentConfig) -> pl.DataFrame:
     """Rewrite one batch of sources: a row per variant, with the error if the backend failed on
     the batch for good or raised (the variants are then quarantined, the run goes on)."""
-    from tasks.augment_backends import BackendError  # the backends import this module
+    from tasks.augment.backends import BackendError  # the backends import this module
 
     texts, langs = batch[TEXT].to_list(), _with_lang(batch)[LANG].to_list()
     error = None
@@ -259,7 +259,7 @@ def vet_variants(
 
 
 def _with_chrf(df: pl.DataFrame) -> pl.DataFrame:
-    from tasks.augment_backends import chrf
+    from tasks.augment.backends import chrf
 
     scores = chrf(df[TEXT].to_list(), df["_source_text"].to_list())
     return df.with_columns(pl.Series(AUGMENT_CHRF, scores, pl.Float32))
@@ -369,7 +369,7 @@ def generate_variants(
 
 
 def _backend(cfg: AugmentConfig) -> "Backend":
-    from tasks.augment_backends import make_backend
+    from tasks.augment.backends import make_backend
 
     return make_backend(cfg)
 
@@ -396,7 +396,7 @@ def find_near_duplicates(src: StageDir, dst: StageDir, parts: list[str], cfg: Mi
 def score_variants(src: StageDir, dst: StageDir, parts: list[str]) -> dict[str, float]:
     """chrF and corpus BLEU (sacrebleu) of the variants against their sources: all that were
     generated, and those kept (vetted, not near-duplicates)."""
-    from tasks.augment_backends import bleu, chrf
+    from tasks.augment.backends import bleu, chrf
 
     sources = pl.concat([read_frame(src.kept(p)).select(DOC_ID, TEXT) for p in parts])
     made = [read_frame(path) for p in parts for path in sorted(dst.path.glob(f"{p}.batch-*"))]

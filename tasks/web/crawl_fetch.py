@@ -7,7 +7,7 @@ check (rebinding) cannot redirect the request and TLS still verifies the real ho
 host gets its own connection pool, so a connection is never shared between host names.
 
 Bodies are read raw and decoded here with zlib under `max_page_bytes`, so a gzip bomb costs at
-most that much memory. `Crawler` runs the loop over `tasks.crawl.CrawlState`.
+most that much memory. `Crawler` runs the loop over `tasks.web.crawl.CrawlState`.
 """
 
 import asyncio
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 from protego import Protego
 
-from tasks.crawl import (
+from tasks.web.crawl import (
     BAD_ENCODING,
     BAD_URL,
     CONNECTION_ERROR,
@@ -72,7 +72,7 @@ Claim = Callable[[str], None]
 
 
 class CrawlError(Exception):
-    """A URL refused or failed, with its reason (`tasks.crawl`) and a readable detail."""
+    """A URL refused or failed, with its reason (`tasks.web.crawl`) and a readable detail."""
 
     def __init__(self, reason: str, detail: str, status: int | None = None) -> None:
         super().__init__(f"{reason}: {detail}")

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHash
 
-from tasks.quality_units import UNSPACED_SCRIPTS
+from tasks.filter.quality_units import UNSPACED_SCRIPTS
 
 UNSPACED_SHARE = 0.2  # cut into characters: documents with this share of unspaced script
 _UNSPACED = rf"[{UNSPACED_SCRIPTS}]"

@@ -2,7 +2,7 @@
 
 In: input URIs (local paths, directories, globs, or any fsspec URL such as s3://commoncrawl/...
 with s3fs installed) of JSONL (.jsonl, .jsonl.gz, .jsonl.zst), Parquet, plain text (.txt,
-.txt.gz) and WARC/WET/WAT (.warc, .warc.gz, .wet.gz, .wat.gz; see `tasks.warc`).
+.txt.gz) and WARC/WET/WAT (.warc, .warc.gz, .wet.gz, .wat.gz; see `tasks.ingest.warc`).
 Out: doc_id, source, url, title, date, declared_lang, extraction (the settings that found an
 HTML page's text; null for other records), text, raw. `text` is null and `raw` holds
 the bytes when a record is not valid UTF-8 (normalize decodes or quarantines it). `source` is
@@ -37,7 +37,7 @@ from shards.schema import (
     TITLE,
     URL,
 )
-from tasks.extract import ExtractConfig, Extractor
+from tasks.ingest.extract import ExtractConfig, Extractor
 from tasks.partition import StageDir
 from tasks.records import StageResult, StageStats, ledger_rows
 
@@ -309,7 +309,7 @@ def read_text(f: InputFile, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -
 
 
 def read_warc(f: InputFile, stream: BinaryIO, cfg: IngestConfig, ex: Extractor) -> Iterator[dict]:
-    from tasks.warc import iter_warc
+    from tasks.ingest.warc import iter_warc
 
     for offset, fields in iter_warc(stream, ex):
         yield _row(f, offset, **fields)

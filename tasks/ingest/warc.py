@@ -4,7 +4,7 @@ In: a WARC/WET/WAT byte stream. Out: (byte offset, fields) per document record: 
 WARC-Record-ID), url, title, date, declared_lang, extraction and text, or a drop/quarantine
 reason.
 
-- WARC `response` (and `resource`) records of HTML pages become text through `tasks.extract`
+- WARC `response` (and `resource`) records of HTML pages become text through `tasks.ingest.extract`
   (trafilatura in a worker process with time and size limits). Chunked transfer coding and
   gzip/deflate/br content coding are undone first, with the decoded size capped. Responses
   that are not 200, or not HTML, are dropped with a reason.
@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
 from shards.schema import DOC_ID, DROPPED, EXTRACTION, QUARANTINED, TITLE, URL
-from tasks.extract import Extractor, declared_language
+from tasks.ingest.extract import Extractor, declared_language
 
 HTTP_STATUS = "ingest_warc_http_status"
 NOT_HTML = "ingest_warc_not_html"

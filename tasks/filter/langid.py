@@ -23,9 +23,9 @@ from prefect import task
 from pydantic import BaseModel, Field
 
 from shards.schema import LANG, LANG_SCORE, LANG_TOP, SCRIPT, TEXT
+from tasks.filter.scripts import scripts
 from tasks.partition import StageDir, run_partition
 from tasks.records import Rule, StageResult, StageStats, apply_rules
-from tasks.scripts import scripts
 
 STAGE = "langid"
 
@@ -81,7 +81,7 @@ def load_model(path: str | None) -> Any:
 @functools.cache
 def iso639_1() -> dict[str, str]:
     """ISO 639-3 (and 639-2) codes with a 639-1 equivalent (CLDR aliases, `cmn` -> `zh`)."""
-    path = Path(__file__).parent / "resources" / "iso639_3_to_1.tsv"
+    path = Path(__file__).parents[1] / "resources" / "iso639_3_to_1.tsv"
     lines = path.read_text().splitlines()
     return dict(line.split("\t") for line in lines if line and not line.startswith("#"))
 

@@ -1,7 +1,7 @@
 """Quality: every Gopher, Gopher repetition, C4 and FineWeb signal, then the rules over them.
 
 In: doc_id, text, lang, script. Out: adds one `q_*` column per signal (see
-`tasks.quality_signals`), and `q_model` when a fastText quality classifier is configured;
+`tasks.filter.quality_signals`), and `q_model` when a fastText quality classifier is configured;
 documents failing a rule are dropped with the rule's reason (`gopher_short_doc`,
 `c4_lorem_ipsum`, `fineweb_line_punct_ratio`, ...). The defaults are the thresholds of the
 FineWeb recipe; `languages` overrides them per language. Signals are computed once and kept
@@ -22,9 +22,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shards.reader import read_frame
 from shards.schema import LANG, QUALITY_SIGNALS, TEXT
+from tasks.filter.quality_signals import DUP_NGRAMS, TOP_NGRAMS, compute_signals
+from tasks.filter.quality_units import spacy_stop_words
 from tasks.partition import StageDir
-from tasks.quality_signals import DUP_NGRAMS, TOP_NGRAMS, compute_signals
-from tasks.quality_units import spacy_stop_words
 from tasks.records import Rule, StageResult, StageStats, apply_rules, empty_ledger, text_bytes
 
 STAGE = "quality"
@@ -95,7 +95,7 @@ def language_defaults() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(LANGUAGES_FILE.read_text())
 
 
-LANGUAGES_FILE = Path(__file__).parent / "resources" / "quality_languages.yaml"
+LANGUAGES_FILE = Path(__file__).parents[1] / "resources" / "quality_languages.yaml"
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -268,7 +268,7 @@ def add_signals(df: pl.DataFrame, cfg: QualityConfig) -> pl.DataFrame:
     """`df` with every `q_*` column (`q_model` null without a model)."""
     signals = compute_signals(df, partial(stop_words_of, cfg), cfg.bad_words_ignore)
     if cfg.model:
-        from tasks.quality_model import load_quality_model, model_scores
+        from tasks.filter.quality_model import load_quality_model, model_scores
 
         q_model = model_scores(df[TEXT], load_quality_model(cfg.model))
     else:

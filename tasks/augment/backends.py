@@ -27,11 +27,11 @@ from sacrebleu.metrics import BLEU, CHRF
 from spacy.language import Language
 from tqdm import tqdm
 
-from tasks.augment import AugmentConfig
+from tasks.augment.augment import AugmentConfig
 
 log = logging.getLogger("refinery.augment")
 
-PROMPTS = Path(__file__).parent / "resources" / "augment_prompts"
+PROMPTS = Path(__file__).parents[1] / "resources" / "augment_prompts"
 MAX_SENTENCE_CHARS = 500  # longer runs (lists, tables) are cut at spaces rather than truncated
 MAX_INPUT_TOKENS = 1024  # a last guard for tokenizers that declare no model_max_length
 MAX_RETRY_AFTER_S = 300.0

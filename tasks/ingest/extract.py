@@ -253,7 +253,7 @@ class Extractor:
             return
         self.close()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.extract", str(self.cfg.memory_mb)],
+            [sys.executable, "-m", "tasks.ingest.extract", str(self.cfg.memory_mb)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": _package_root()},
@@ -284,7 +284,7 @@ class Extractor:
 
 
 def _package_root() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
 
 
@@ -296,7 +296,7 @@ def _limit_memory(megabytes: int) -> None:
 
 
 def main() -> None:
-    """The worker process: `python -m tasks.extract MEMORY_MB`."""
+    """The worker process: `python -m tasks.ingest.extract MEMORY_MB`."""
     _limit_memory(int(sys.argv[1]))
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt frames
@@ -304,6 +304,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from tasks import extract  # this module under its own name, so pickles name tasks.extract
+    from tasks.ingest import extract  # this module under its own name, so pickles name it
 
     extract.main()

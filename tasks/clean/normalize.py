@@ -5,7 +5,7 @@ clean `text` (no `raw`) and `pii_replaced` (UInt32). In order: bytes decoded (by
 order mark, else with the fallback encodings), mojibake repaired with ftfy, Unicode NFC,
 control characters removed, runs of spaces folded, blank lines collapsed; undecodable and
 empty records quarantined; then, in the kept rows, e-mail addresses, phone numbers, IP
-addresses (and names, with `pii.ner_model`) replaced by mask tags (`tasks.pii`), counted in
+addresses (and names, with `pii.ner_model`) replaced by mask tags (`tasks.clean.pii`), counted in
 `pii_replaced`. PII comes last so that cleaning never touches a mask tag (quarantined rows
 have no text left to replace).
 
@@ -29,8 +29,8 @@ from prefect import task
 from pydantic import BaseModel, Field
 
 from shards.schema import TEXT
+from tasks.clean.pii import PiiConfig, load_ner, replace_pii
 from tasks.partition import StageDir, run_partition
-from tasks.pii import PiiConfig, load_ner, replace_pii
 from tasks.records import QUARANTINED, Rule, StageResult, StageStats, apply_rules
 
 STAGE = "normalize"

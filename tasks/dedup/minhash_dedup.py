@@ -4,10 +4,10 @@ In: doc_id, text (and `cluster_size` from exact dedup). Out: the same rows, less
 near-duplicates (dropped with `duplicate_of`), and `cluster_size`: how many input documents
 the kept one stands for, so a trainer can re-weight duplicated content later.
 
-1. sign (map, per partition): MinHash signatures (`tasks/minhash_sketch.py`) and LSH band
+1. sign (map, per partition): MinHash signatures (`tasks/dedup/minhash_sketch.py`) and LSH band
    keys, written uncompressed to `<part>.keys.arrow` so later steps memory-map them.
 2. pairs (reduce, per group of bands): buckets of each band give candidate pairs, verified
-   against the threshold by estimated Jaccard (`tasks/minhash_cluster.py`).
+   against the threshold by estimated Jaccard (`tasks/dedup/minhash_cluster.py`).
 3. cluster (reduce): pairs whose documents fastText puts in different languages are
    translations, not duplicates, and are dropped (only pairs under 0.8 similarity are
    checked); connected components over the rest are the clusters. The kept document of each
@@ -33,8 +33,7 @@ from pydantic import BaseModel, Field, model_validator
 from shards.reader import read_frame
 from shards.schema import CLUSTER_SIZE, DOC_ID, LANG, TEXT
 from shards.writer import write_table
-from tasks.langid import LangIdConfig, identify, load_model
-from tasks.minhash_cluster import (
+from tasks.dedup.minhash_cluster import (
     SignatureStore,
     band_keys,
     bucket_pairs,
@@ -43,9 +42,10 @@ from tasks.minhash_cluster import (
     pair_similarity,
     split_refs,
 )
-from tasks.minhash_sketch import signatures
+from tasks.dedup.minhash_sketch import signatures
+from tasks.filter.langid import LangIdConfig, identify, load_model
+from tasks.filter.quality import quality_score
 from tasks.partition import StageDir, run_partition
-from tasks.quality import quality_score
 from tasks.records import StageStats, drop_duplicates
 
 STAGE = "minhash"

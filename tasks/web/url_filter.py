@@ -42,7 +42,7 @@ from tasks.records import Rule, StageResult, StageStats, apply_rules
 
 STAGE = "url_filter"
 BUNDLED = "bundled"
-_LISTS = Path(__file__).parent / "resources" / "url_blocklist"
+_LISTS = Path(__file__).parents[1] / "resources" / "url_blocklist"
 BUNDLED_FILES = {
     "domains": _LISTS / "domains.txt.gz",
     "words": _LISTS / "words.txt",

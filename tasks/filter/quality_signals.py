@@ -2,7 +2,7 @@
 
 In: text, lang, script. Out: one row per document with the `q_*` columns of
 `shards.schema.QUALITY_SIGNALS` (Float32); `q_model` is added by the quality stage. Words and
-sentences come from `tasks.quality_units`; line and paragraph signals are polars expressions
+sentences come from `tasks.filter.quality_units`; line and paragraph signals are polars expressions
 over the text. A signal does not depend on any threshold, so shards can be re-filtered with
 new thresholds without computing them again.
 
@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from shards.schema import LANG, SCRIPT, TEXT
-from tasks.quality_units import SENTENCE_END_CLASS, WORD, is_unspaced, words
+from tasks.filter.quality_units import SENTENCE_END_CLASS, WORD, is_unspaced, words
 
 TOP_NGRAMS = (2, 3, 4)
 DUP_NGRAMS = tuple(range(5, 11))
@@ -34,7 +34,7 @@ BULLETS = r"•‣●▪◦\-\*"
 _TERMINAL = rf"[{SENTENCE_END_CLASS}][\"'”’»)\]」』）】〉》]*$"  # a line that ends a sentence
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the rolling n-gram hash
 _SALT = np.uint64(0xC2B2AE3D27D4EB4F)  # spreads document numbers over the hash
-BAD_WORDS_DIR = Path(__file__).parent / "resources" / "badwords"
+BAD_WORDS_DIR = Path(__file__).parents[1] / "resources" / "badwords"
 
 
 def line_signals(df: pl.DataFrame) -> pl.DataFrame:

@@ -10,7 +10,7 @@ In: seed URLs (`CrawlConfig.seeds`). Out, under the output directory:
 - `crawl.json`: the stage's stats and a few totals.
 
 This module holds the config, the reasons, the pure URL, address and HTML functions and the
-on-disk state; `tasks.crawl_fetch` holds the network side (safe fetches, politeness, the loop).
+on-disk state; `tasks.web.crawl_fetch` holds the network side (safe fetches, politeness, the loop).
 """
 
 import asyncio
@@ -605,7 +605,7 @@ def run_crawl(cfg: CrawlConfig, output: Path) -> StageStats:
     Raises:
         ValueError: for a seed that is not an absolute URL, or no seeds and no crawl to resume.
     """
-    from tasks.crawl_fetch import crawl_async  # the network side imports this module
+    from tasks.web.crawl_fetch import crawl_async  # the network side imports this module
 
     start = time.perf_counter()
     seeds = [check_seed(seed) for seed in cfg.seeds]

@@ -24,9 +24,9 @@ import polars as pl
 from shards.reader import read_manifest
 from shards.schema import TEXT
 from shards.writer import atomic_path
-from tasks.ingest import IngestConfig, discover, read_file
-from tasks.normalize import NormalizeConfig, decode
-from tasks.tokenize import iter_texts
+from tasks.clean.normalize import NormalizeConfig, decode
+from tasks.ingest.ingest import IngestConfig, discover, read_file
+from tasks.output.tokenize import iter_texts
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"

@@ -1,0 +1,1 @@
+"""Stretching scarce data: selection, generation backends and the vetting of rewrites."""

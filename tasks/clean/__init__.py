@@ -1,0 +1,1 @@
+"""Cleaning text: decoding, repair, tidying and PII replacement."""

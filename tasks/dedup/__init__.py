@@ -1,0 +1,1 @@
+"""Removing duplicates: exact hashes, MinHash signatures, LSH buckets and clusters."""

@@ -1,0 +1,2 @@
+"""Reading inputs into documents: JSONL, Parquet, text and WARC readers, and HTML extraction
+in a worker process."""

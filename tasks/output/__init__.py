@@ -1,0 +1,1 @@
+"""What a run leaves: shards, the ledger and manifest publishing, token shards and the report."""

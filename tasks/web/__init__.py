@@ -1,0 +1,1 @@
+"""Getting pages: the crawler (URL policy, crawl state, fetching) and the URL filter."""
