@@ -136,7 +136,7 @@ bench-urls: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/urls.py
 
 # The English Wikipedia paragraphs of the sample and of bench/data; the models are tiny
-# random-weight ones the script builds (model/tiny_seq2seq.py), so nothing is downloaded.
+# random-weight ones the script builds (tests/tiny_seq2seq.py), so nothing is downloaded.
 bench-augment: $(STAMP)
 	$(BIN)/python bench/augment.py
 

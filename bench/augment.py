@@ -5,7 +5,7 @@
 The sources are English Wikipedia paragraphs (XQuAD, source and licence in bench/data/NOTICE):
 the 48 of the bundled sample (tests/data/sample/wiki.jsonl.gz, ids `xquad-en-*`) first, then
 the other English ones of bench/data/wiki-paragraphs.jsonl.gz, up to --docs (240 at most).
-The models are built in a temporary folder by model/tiny_seq2seq.py: a Marian pair whose
+The models are built in a temporary folder by tests/tiny_seq2seq.py: a Marian pair whose
 vocabulary is the sources' words (`build_marian`, en->pivot seed 0 and pivot->en seed 1) for
 `backtranslate`, and a ByT5-tokenized T5 (`build_byt5`) for `paraphrase`, prefix
 "paraphrase: ". Their weights are random, so they generate until `max_new_tokens` and write
@@ -65,7 +65,6 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.tiny_seq2seq import build_byt5, build_marian
 from shards.schema import AUGMENT_METHOD, AUGMENT_MODEL, AUGMENTED_FROM, DOC_ID, LANG, TEXT
 from tasks.augment.augment import (
     AugmentConfig,
@@ -79,6 +78,7 @@ from tasks.clean.normalize import NormalizeConfig
 from tasks.dedup.minhash_dedup import MinhashConfig
 from tasks.filter.langid import LangIdConfig
 from tasks.filter.quality import QualityConfig
+from tests.tiny_seq2seq import build_byt5, build_marian
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "sample" / "wiki.jsonl.gz"
@@ -257,7 +257,7 @@ def notes(rows: list[dict]) -> str:
     """What the table's figures are, and what vetting removed in each run."""
     lines = [
         "",
-        "Models: random weights (model/tiny_seq2seq.py), which generate until max_new_tokens: "
+        "Models: random weights (tests/tiny_seq2seq.py), which generate until max_new_tokens: "
         "the stage's default is 256, the rows at 32 are the short budget.",
     ]
     lines += [f"{r['backend']} at {r['max_new_tokens']}: {r['note']}." for r in rows if r["note"]]

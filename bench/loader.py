@@ -21,9 +21,9 @@ import torch
 from model.data import ResumableSampler
 from model.ds_config import PretrainConfig
 from model.gpt import GPTConfig
+from model.launch import read_metrics, write_run_spec
 from model.train import make_batch
 from shards.tokens import TokenShards
-from tasks.pretrain import read_metrics, write_run_spec
 
 
 def loader_tokens_per_sec(tokens: Path, micro_batch: int, seconds: float = 3.0) -> float:

@@ -29,6 +29,7 @@ def runner_sets(args: argparse.Namespace) -> list[str]:
 def cmd_crawl(args: argparse.Namespace) -> int:
     import logging
 
+    from shards.workdir import crawl_warcs
     from tasks.web.crawl import LIMIT, REDIRECT, read_seeds, run_crawl
 
     cfg = load_config(args.config, args.sets, os.environ).crawl
@@ -36,7 +37,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"seeds": read_seeds(args.seeds)})
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress lines on stderr
     stats = run_crawl(cfg, args.output)
-    files = len(list((args.output / "warc").glob("crawl-*.warc.gz")))
+    files = len(crawl_warcs(args.output))
     left = stats.dropped.get(LIMIT, 0)
     refused = sum(stats.dropped.values()) - left - stats.dropped.get(REDIRECT, 0)
     print(
@@ -47,7 +48,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from tasks.ingest.ingest import discover
+    from tasks.ingest.inputs import discover
 
     cfg = load_config(args.config, [*args.sets, *runner_sets(args)], os.environ)
     if not args.input and not cfg.crawl.seeds:
@@ -136,10 +137,13 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from model.launch import CHECKPOINTS
+    from shards.manifest import manifest_path
+
     cfg = load_config(args.config, args.sets, os.environ)
-    if not (args.tokens / "manifest.json").is_file():
+    if not manifest_path(args.tokens).is_file():
         raise FileNotFoundError(f"no token shards at {args.tokens} (see `refinery prepare`)")
-    if (args.run / "checkpoints" / "latest").exists() and not args.resume:
+    if (args.run / CHECKPOINTS / "latest").exists() and not args.resume:
         raise ConfigError(f"{args.run} has checkpoints: pass --resume to continue from them")
     from flows.pretrain import pretrain
 
@@ -177,9 +181,8 @@ def add_runner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", metavar="URL", help="an existing Dask scheduler")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_crawl(sub: argparse._SubParsersAction) -> None:
+    """`refinery crawl`: its arguments."""
     c = sub.add_parser("crawl", help="crawl web pages into WARC files (resumes a killed crawl)")
     c.add_argument(
         "--seeds",
@@ -191,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     c.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
     add_set_flag(c, "crawl.KEY=VALUE", "override one config value (repeatable)")
+
+
+def add_prepare(sub: argparse._SubParsersAction) -> None:
+    """`refinery prepare`: its arguments."""
     p = sub.add_parser("prepare", help="raw documents to Arrow shards")
     p.add_argument(
         "--input",
@@ -205,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
     add_set_flag(p, "SECTION.KEY=VALUE", "override one config value (repeatable)")
     add_runner_flags(p)
+
+
+def add_output_commands(sub: argparse._SubParsersAction) -> None:
+    """`refinery refilter`, `explain`, `verify` and `report`: commands on a finished output."""
     f = sub.add_parser("refilter", help="re-apply changed quality thresholds to a finished output")
     f.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     add_set_flag(f, "quality.KEY=VALUE", "a changed threshold, e.g. quality.gopher.min_words=100")
@@ -216,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
     rp = sub.add_parser("report", help="plots and an HTML page of a finished output")
     rp.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+
+
+def add_tokenizer(sub: argparse._SubParsersAction) -> None:
+    """`refinery tokenizer train`: its arguments."""
     t = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(
         dest="action", required=True
     )
@@ -224,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--vocab-size", type=int, default=8192)
     tt.add_argument("--docs", type=int, default=20_000, help="documents sampled (default 20000)")
     tt.add_argument("--output", type=Path, required=True, metavar="FILE")
+
+
+def add_pretrain(sub: argparse._SubParsersAction) -> None:
+    """`refinery pretrain`: its arguments."""
     r = sub.add_parser("pretrain", help="train the model on token shards with DeepSpeed")
     r.add_argument(
         "--tokens", type=Path, required=True, metavar="DIR", help="<prepare output>/tokens"
@@ -232,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+
+
+def add_train_quality(sub: argparse._SubParsersAction) -> None:
+    """`refinery train-quality`: its arguments."""
     q = sub.add_parser("train-quality", help="train the fastText classifier for quality.model")
     for name, kind in (("--positive", "wanted"), ("--negative", "unwanted")):
         q.add_argument(
@@ -246,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-docs", type=int, metavar="N", help="per class (default 100000)")
     q.add_argument("--epochs", type=int, metavar="N", help="default 5")
     q.add_argument("--seed", type=int, metavar="N", help="deterministic single-threaded training")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `refinery` parser, one subcommand per entry of COMMANDS.
+
+    Returns:
+        The parser; `args.command` names the subcommand.
+    """
+    parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_crawl, add_prepare, add_output_commands, add_tokenizer, add_pretrain,
+                add_train_quality):  # fmt: skip
+        add(sub)
     return parser
 
 

@@ -17,7 +17,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from pydantic import BaseModel, Field, ValidationError
 
 from model.ds_config import PretrainConfig
-from tasks.augment.augment import AugmentConfig
+from tasks.augment.config import AugmentConfig
 from tasks.clean.normalize import NormalizeConfig
 from tasks.dedup.exact_dedup import ExactDedupConfig
 from tasks.dedup.minhash_dedup import MinhashConfig

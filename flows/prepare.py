@@ -19,17 +19,19 @@ from prefect.futures import PrefectFutureList, as_completed
 from pydantic import BaseModel
 
 from flows.config import PipelineConfig, task_runner
-from shards.reader import read_manifest
+from shards.ledger import ledger_dir
+from shards.manifest import read_manifest
+from shards.workdir import StageDir, crawl_dir, fingerprint, work_dir
 from shards.writer import remove_temp_files
 from tasks.augment.augment import (
-    Vetting,
     augment,
     find_near_duplicates,
     generate_variants,
     score_variants,
     select_sources,
 )
-from tasks.augment.augment import stage_key as augment_key
+from tasks.augment.config import Vetting
+from tasks.augment.config import stage_key as augment_key
 from tasks.clean.normalize import normalize
 from tasks.dedup.exact_dedup import exact_dedup, group_duplicates, hash_partition
 from tasks.dedup.minhash_dedup import (
@@ -42,11 +44,11 @@ from tasks.dedup.minhash_dedup import (
 from tasks.dedup.minhash_dedup import stage_key as minhash_stage_key
 from tasks.filter.langid import langid
 from tasks.filter.quality import quality
-from tasks.ingest.ingest import discover, ingest, plan_partitions
+from tasks.ingest.ingest import ingest
+from tasks.ingest.inputs import InputFile, discover, plan_partitions
 from tasks.output.report import write_report
 from tasks.output.tokenize import tokenize
 from tasks.output.write_shards import publish_ledger, write_run_manifest, write_shards
-from tasks.partition import StageDir, fingerprint
 from tasks.progress import StageProgress
 from tasks.records import StageStats
 from tasks.web.crawl import crawl
@@ -80,9 +82,10 @@ class StageChain:
         for stage, entry in manifest["stages"].items():
             if stage == before or "work" not in entry:
                 break
-            if not (work / entry["work"]).is_dir():
-                raise FileNotFoundError(f"{work / entry['work']} is gone: run prepare again")
-            chain.dirs.append(StageDir(stage, work / entry["work"]))
+            found = StageDir.named(work, stage, entry["work"])
+            if not found.path.is_dir():
+                raise FileNotFoundError(f"{found.path} is gone: run prepare again")
+            chain.dirs.append(found)
             chain.stats[stage] = (StageStats.from_entry(stage, entry), entry["seconds"])
         return chain
 
@@ -138,13 +141,13 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     """The stages of `prepare`, in order (see the module docstring)."""
     cfg, out = config, Path(output)
     remove_temp_files(out)  # what a killed run was writing; it is written again below
-    crawled = crawl(cfg.crawl, out / "crawl") if cfg.crawl.seeds else None
+    crawled = crawl(cfg.crawl, crawl_dir(out)) if cfg.crawl.seeds else None
     if crawled is not None:
         inputs = [*inputs, *crawled["warc_files"]]
     files, ignored = discover(inputs)
     parts = plan_partitions(files, cfg.ingest.partition_bytes)
     names = [p.name for p in parts]
-    chain = StageChain(out / "work")
+    chain = StageChain(work_dir(out))
 
     ingest_key = {"config": cfg.ingest.model_dump(mode="json"), "files": [asdict(f) for f in files]}
     dst = chain.start("ingest", ingest_key)
@@ -157,6 +160,19 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     src, dst = chain.last, chain.start("normalize", cfg.normalize)
     chain.finish(normalize.map(names, unmapped(src), unmapped(dst), unmapped(cfg.normalize)))
 
+    dedup(chain, names, cfg)
+
+    if cfg.langid.enabled:
+        src, dst = chain.last, chain.start("langid", cfg.langid)
+        chain.finish(langid.map(names, unmapped(src), unmapped(dst), unmapped(cfg.langid)))
+
+    inputs_info = describe_inputs(inputs, files, ignored, names, crawled)
+    return filter_and_write(chain, out, cfg, inputs_info)
+
+
+def dedup(chain: StageChain, names: list[str], cfg: PipelineConfig) -> None:
+    """Exact, then near-duplicate removal: each hashes every partition, finds the duplicates
+    over the whole run, then drops them partition by partition."""
     if cfg.exact_dedup.enabled:
         src, dst = chain.last, chain.start("exact_dedup", cfg.exact_dedup)
         hash_partition.map(names, unmapped(src), unmapped(dst)).result()
@@ -173,19 +189,23 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
         cluster_pairs(ClusterInputs(src, dst, names, cfg.langid), cfg.minhash)
         chain.finish(minhash_dedup.map(names, unmapped(src), unmapped(dst)))
 
-    if cfg.langid.enabled:
-        src, dst = chain.last, chain.start("langid", cfg.langid)
-        chain.finish(langid.map(names, unmapped(src), unmapped(dst), unmapped(cfg.langid)))
 
-    inputs_info = {
-        "uris": inputs,
+def describe_inputs(
+    uris: list[str],
+    files: list[InputFile],
+    ignored: list[str],
+    names: list[str],
+    crawled: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest's `inputs`: what was read (and crawled), its partitions, what was left."""
+    return {
+        "uris": uris,
         "files": len(files),
         "bytes": sum(f.size for f in files),
         "partitions": names,
         "ignored": ignored,
         **({"crawl": crawled} if crawled is not None else {}),
     }
-    return filter_and_write(chain, out, cfg, inputs_info)
 
 
 @flow(name="refilter")
@@ -204,7 +224,7 @@ def refilter_stages(output: str, config: PipelineConfig) -> dict[str, Any]:
     out = Path(output)
     remove_temp_files(out)
     manifest = read_manifest(out)
-    chain = StageChain.resume(out / "work", manifest, before="quality")
+    chain = StageChain.resume(work_dir(out), manifest, before="quality")
     return filter_and_write(chain, out, config, manifest["inputs"])
 
 
@@ -280,6 +300,6 @@ def publish_summary(manifest: dict[str, Any], out: Path, report: Path) -> None:
         key="prepare-summary",
         markdown=f"**{t['kept']}** of {t['documents']} documents kept in "
         f"{len(manifest['shards'])} shards at `{out}`; {t['dropped']} dropped, "
-        f"{t['quarantined']} quarantined (see `{out / 'ledger'}`).\n\n"
+        f"{t['quarantined']} quarantined (see `{ledger_dir(out)}`).\n\n"
         f"Report: [{report}]({report.resolve().as_uri()})",
     )

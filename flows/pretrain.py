@@ -1,12 +1,73 @@
-"""The `pretrain` flow: token shards to a trained model, resumable from its checkpoints."""
+"""The `pretrain` flow: token shards to a trained model, resumable from its checkpoints.
 
+In: token shards (`tokens/`), a `PretrainConfig`. Out, in the run directory (model/launch.py):
+`checkpoints/`, `metrics.jsonl`, `final.json` (held-out perplexity, last checkpoint) and
+`loss.png`. The run resumes from the latest checkpoint when there is one.
+"""
+
+import base64
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.config import PipelineConfig
-from tasks.pretrain import launch_training, report_training
+from model.ds_config import PretrainConfig
+from model.launch import (
+    LOSS_PLOT,
+    logged_step,
+    plot_loss,
+    read_final,
+    read_metrics,
+    train_log,
+    write_run_spec,
+)
+from tasks.progress import StageProgress
+
+
+@task(name="pretrain")
+def launch_training(tokens: Path, run_dir: Path, cfg: PretrainConfig) -> dict[str, Any]:
+    """Run the DeepSpeed launcher to the end; its output goes to the flow's log.
+
+    Args:
+        tokens: The token shards.
+        run_dir: The run directory.
+        cfg: The pretraining config.
+
+    Returns:
+        The run's `final.json`.
+    """
+    logger = get_run_logger()
+    command = write_run_spec(tokens, run_dir, cfg)
+    logger.info("launching: %s", " ".join(command))
+    with StageProgress("pretrain", cfg.max_steps, unit="steps") as progress:
+        for line in train_log(command):
+            logger.info(line)
+            if (step := logged_step(line)) is not None:
+                progress.update(step)
+    return read_final(run_dir)
+
+
+@task(name="report_training")
+def report_training(run_dir: Path, final: dict[str, Any]) -> None:
+    """Publish the loss curve and the final figures as Prefect artifacts.
+
+    Args:
+        run_dir: The run directory.
+        final: The run's `final.json`.
+    """
+    rows = read_metrics(run_dir)
+    plot_loss(rows, run_dir / LOSS_PLOT)
+    table = [r for r in rows if "loss" in r]
+    create_table_artifact(key="pretrain-metrics", table=table[-20:], description="Last steps")
+    png = base64.b64encode((run_dir / LOSS_PLOT).read_bytes()).decode()
+    create_markdown_artifact(
+        key="pretrain-summary",
+        markdown=f"Step **{final['step']}**: held-out perplexity **{final['perplexity']:.2f}** "
+        f"(loss {final['eval_loss']:.4f}); checkpoint `{final['checkpoint']}`.\n\n"
+        f"![loss curve](data:image/png;base64,{png})",
+    )
 
 
 @flow(name="pretrain")
@@ -15,7 +76,16 @@ def pretrain(
     run: str,
     config: PipelineConfig = PipelineConfig(),  # noqa: B008 (frozen, so safe to share)
 ) -> dict[str, Any]:
-    """Train on the token shards in `tokens` (a prepare output's `tokens/`) into `run`."""
+    """Train on the token shards in `tokens` (a prepare output's `tokens/`) into `run`.
+
+    Args:
+        tokens: The token shards' directory.
+        run: The run directory (checkpoints, metrics, final figures).
+        config: The pipeline config; the flow reads its `pretrain` section.
+
+    Returns:
+        The run's `final.json`: step, eval_loss, perplexity, checkpoint, params.
+    """
     final = launch_training(Path(tokens), Path(run), config.pretrain)
     report_training(Path(run), final)
     get_run_logger().info(

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from model.data import ResumableSampler
 from model.ds_config import PretrainConfig, deepspeed_config, use_bf16
 from model.gpt import GPT, IGNORE_INDEX, GPTConfig, clm_batch, flops_per_token, mask_tokens
+from model.launch import CHECKPOINTS, FINAL, LOG_PREFIX, METRICS, RUN_SPEC
 from shards.tokens import TokenShards
 from shards.writer import write_json
 
@@ -88,11 +90,44 @@ class Metrics:
         if self.rank == 0:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print("[train] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            print(f"{LOG_PREFIX} " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
 
-def train(run_dir: Path) -> None:
-    spec = json.loads((run_dir / "run.json").read_text())
+@dataclass
+class Run:
+    """One rank's run: its config, data, DeepSpeed engine and where it writes."""
+
+    dir: Path
+    cfg: PretrainConfig
+    gpt: GPTConfig
+    special: dict[str, int]
+    train_set: TokenShards
+    heldout: TokenShards
+    model: GPT  # the engine's module
+    engine: Any
+    sampler: ResumableSampler
+    metrics: Metrics
+    peak: float | None  # TFLOPS per device, for MFU
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / CHECKPOINTS
+
+    @property
+    def seq_len(self) -> int:
+        return self.train_set.manifest["seq_len"]
+
+
+def setup(run_dir: Path) -> Run:
+    """Join the process group and build this rank's data, model and engine from run.json.
+
+    Args:
+        run_dir: The run directory, with the `run.json` the launcher's caller wrote.
+
+    Returns:
+        The run, at step 0 (see `resume`).
+    """
+    spec = json.loads((run_dir / RUN_SPEC).read_text())
     cfg = PretrainConfig.model_validate(spec["pretrain"])
     on_gpu = torch.cuda.is_available()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
@@ -101,7 +136,6 @@ def train(run_dir: Path) -> None:
     tokens = Path(spec["tokens"])
     train_set, heldout = TokenShards(tokens, "train"), TokenShards(tokens, "heldout")
     meta = train_set.manifest
-    special = meta["special_tokens"]
     gpt = cfg.gpt_config(meta["vocab_size"], meta["seq_len"])
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = GPT(gpt)
@@ -110,57 +144,121 @@ def train(run_dir: Path) -> None:
         model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, bf16)
     )
     sampler = ResumableSampler(len(train_set), world, rank, cfg.micro_batch, cfg.seed)
-    checkpoints = run_dir / "checkpoints"
-    step = 0
-    if (checkpoints / "latest").exists():
-        _, client = engine.load_checkpoint(str(checkpoints))
-        step = client["step"]
-        sampler.load_state_dict(client["sampler"][rank])
+    metrics = Metrics(run_dir / METRICS)
+    return Run(run_dir, cfg, gpt, meta["special_tokens"], train_set, heldout, model, engine,
+               sampler, metrics, peak_tflops(cfg))  # fmt: skip
 
-    metrics = Metrics(run_dir / "metrics.jsonl")
-    tokens_per_step = cfg.micro_batch * cfg.grad_accum * world * meta["seq_len"]
-    flops = flops_per_token(gpt, model.num_params(), meta["seq_len"])
-    peak = peak_tflops(cfg)
+
+def resume(run: Run) -> int:
+    """Load the latest checkpoint, if any: model, optimizer, scheduler, sampler position.
+
+    Args:
+        run: The run, as `setup` made it.
+
+    Returns:
+        The step to continue from (0 without a checkpoint).
+    """
+    if not (run.checkpoints / "latest").exists():
+        return 0
+    _, client = run.engine.load_checkpoint(str(run.checkpoints))
+    run.sampler.load_state_dict(client["sampler"][dist.get_rank()])
+    return client["step"]
+
+
+def train_step(run: Run, step: int) -> tuple[float, int]:
+    """One optimizer step over `grad_accum` micro-batches, after `step` steps.
+
+    Returns:
+        The summed micro-batch losses and the sum of the sequence indices drawn (a digest
+        that tells whether a resumed run sees the same batches).
+    """
+    cfg, rank, world = run.cfg, dist.get_rank(), dist.get_world_size()
+    loss_sum, digest = 0.0, 0
+    for micro in range(cfg.grad_accum):
+        idx = run.sampler.next()
+        digest += int(idx.sum())
+        seed = cfg.seed + (step * cfg.grad_accum + micro) * world + rank
+        x, y = make_batch(run.train_set.gather(idx), run.gpt, run.special, seed, run.engine.device)
+        _, loss = run.engine(x, y)
+        run.engine.backward(loss)
+        run.engine.step()
+        loss_sum += loss.item()
+    return loss_sum, digest
+
+
+def log_step(
+    run: Run, step: int, loss_sum: float, digest: int, seconds: float, flops: float
+) -> None:
+    """Write a step's mean loss over ranks, learning rate, throughput and MFU to the metrics.
+
+    Args:
+        run: The run.
+        step: Steps done.
+        loss_sum: `train_step`'s summed loss on this rank.
+        digest: `train_step`'s digest on this rank.
+        seconds: The step's wall time.
+        flops: Training FLOPs per token, for MFU.
+    """
+    world, device = dist.get_world_size(), run.engine.device
+    tokens_per_step = run.cfg.micro_batch * run.cfg.grad_accum * world * run.seq_len
+    loss_mean = all_mean(loss_sum / run.cfg.grad_accum, device)
+    throughput = tokens_per_step / seconds
+    peak = run.peak
+    run.metrics.write(
+        step=step, loss=round(loss_mean, 6), lr=run.engine.get_lr()[0],
+        tokens_per_sec=round(throughput, 1), step_seconds=round(seconds, 4),
+        mfu=round(flops * throughput / (peak * 1e12 * world), 4) if peak else None,
+        batch_digest=int(all_mean(digest, device) * world),
+    )  # fmt: skip
+
+
+def save_checkpoint(run: Run, step: int) -> None:
+    """Save the engine's state with every rank's sampler position, as tag `stepNNNNNNNN`."""
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, run.sampler.state_dict())
+    run.engine.save_checkpoint(str(run.checkpoints), tag=f"step{step:08d}",
+                               client_state={"step": step, "sampler": states})  # fmt: skip
+
+
+def write_final(run: Run, step: int, eval_loss: float, ppl: float) -> None:
+    """Rank 0 writes final.json: the last step, its held-out loss and perplexity."""
+    if dist.get_rank() == 0:
+        checkpoint = str(run.checkpoints / f"step{step:08d}")
+        final = {"step": step, "eval_loss": eval_loss, "perplexity": ppl,
+                 "checkpoint": checkpoint, "params": run.model.num_params()}  # fmt: skip
+        write_json(final, run.dir / FINAL)
+    dist.barrier()
+
+
+def train(run_dir: Path) -> None:
+    """Train to `max_steps` from the latest checkpoint of `run_dir` (or from the start).
+
+    Args:
+        run_dir: The run directory, with its `run.json`.
+    """
+    run = setup(run_dir)
+    cfg, step = run.cfg, resume(run)
+    flops = flops_per_token(run.gpt, run.model.num_params(), run.seq_len)
     eval_loss = ppl = None
     while step < cfg.max_steps:
         start = time.perf_counter()
-        loss_sum, digest = 0.0, 0
-        for micro in range(cfg.grad_accum):
-            idx = sampler.next()
-            digest += int(idx.sum())
-            seed = cfg.seed + (step * cfg.grad_accum + micro) * world + rank
-            x, y = make_batch(train_set.gather(idx), gpt, special, seed, engine.device)
-            _, loss = engine(x, y)
-            engine.backward(loss)
-            engine.step()
-            loss_sum += loss.item()
+        loss_sum, digest = train_step(run, step)
         step += 1
         seconds = time.perf_counter() - start
         if step % cfg.log_every == 0 or step == cfg.max_steps:
-            loss_mean = all_mean(loss_sum / cfg.grad_accum, engine.device)
-            throughput = tokens_per_step / seconds
-            metrics.write(
-                step=step, loss=round(loss_mean, 6), lr=engine.get_lr()[0],
-                tokens_per_sec=round(throughput, 1), step_seconds=round(seconds, 4),
-                mfu=round(flops * throughput / (peak * 1e12 * world), 4) if peak else None,
-                batch_digest=int(all_mean(digest, engine.device) * world),
-            )  # fmt: skip
+            log_step(run, step, loss_sum, digest, seconds, flops)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            eval_loss, ppl = evaluate(engine, heldout, gpt, cfg, special)
-            metrics.write(step=step, eval_loss=round(eval_loss, 6), perplexity=round(ppl, 3))
+            eval_loss, ppl = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
+            run.metrics.write(step=step, eval_loss=round(eval_loss, 6), perplexity=round(ppl, 3))
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            states: list[Any] = [None] * world
-            dist.all_gather_object(states, sampler.state_dict())
-            engine.save_checkpoint(str(checkpoints), tag=f"step{step:08d}",
-                                   client_state={"step": step, "sampler": states})  # fmt: skip
+            save_checkpoint(run, step)
     if eval_loss is None:  # resumed at the end: evaluate the final weights once more
-        eval_loss, ppl = evaluate(engine, heldout, gpt, cfg, special)
-    if rank == 0:
-        checkpoint = str(checkpoints / f"step{step:08d}")
-        final = {"step": step, "eval_loss": eval_loss, "perplexity": ppl,
-                 "checkpoint": checkpoint, "params": model.num_params()}  # fmt: skip
-        write_json(final, run_dir / "final.json")
-    dist.barrier()
+        eval_loss, ppl = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
+    write_final(run, step, eval_loss, ppl)
+    # Tear the process group down before exit: left to the interpreter's shutdown, gloo's
+    # threads can be destroyed while running and abort the rank ("terminate called without
+    # an active exception") after the run has finished.
+    dist.destroy_process_group()
 
 
 def main() -> None:

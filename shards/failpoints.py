@@ -15,8 +15,9 @@ on, so the caller kills the process group afterwards. The points:
     atomic-rename    shards/writer.py atomic_path: temporary file complete, before its rename
     arrow-body       shards/writer.py write_table: temporary file open, no record batch in it
     shard-batch      shards/writer.py ShardWriter.write: after each record batch it takes
-    partition-stats  tasks/partition.py StageDir.save: kept and ledger files, before the marker
-    ledger-link      tasks/output/write_shards.py publish_ledger: before each ledger file's link
+    partition-stats  shards/workdir.py StageDir.write_partition: kept and ledger files written,
+                     before the stats marker
+    ledger-link      shards/ledger.py publish: before each ledger file's link
     manifest         shards/manifest.py write_manifest: before `manifest.json` is written
 """
 

@@ -8,12 +8,31 @@ balances (in = kept + dropped + quarantined) and each stage's `kept` is the next
 `check_balance` enforces both. So documents + added = kept + dropped + quarantined.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
 from shards import failpoints
 from shards.schema import SCHEMA_VERSION
-from shards.writer import write_json
+from shards.writer import SHARD_GLOB, write_json
+
+
+def manifest_path(directory: Path) -> Path:
+    """The `manifest.json` of an output directory, or of its token shards."""
+    return directory / "manifest.json"
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    """Load `<out_dir>/manifest.json`, raising FileNotFoundError with the path if missing."""
+    path = manifest_path(out_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"no manifest at {path}: is this a refinery output directory?")
+    return json.loads(path.read_text())
+
+
+def shard_paths(out_dir: Path, shards: list[dict[str, Any]]) -> list[Path]:
+    """The files of the manifest entries `shards` (its `shards` list) of `out_dir`."""
+    return [out_dir / shard["path"] for shard in shards]
 
 
 def stage_entry(stats: dict[str, Any], seconds: float, work: str | None = None) -> dict[str, Any]:
@@ -82,4 +101,36 @@ def build_manifest(
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically; it is the last file a run writes."""
     failpoints.hit("manifest")
-    write_json(manifest, out_dir / "manifest.json")
+    write_json(manifest, manifest_path(out_dir))
+
+
+def finished_manifest(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest of a finished run with the same fingerprint, if its shards are all there."""
+    try:
+        manifest = read_manifest(out_dir)
+    except FileNotFoundError:
+        return None
+    same = manifest.get("fingerprint") == fingerprint
+    return (
+        manifest
+        if same and all(p.exists() for p in shard_paths(out_dir, manifest["shards"]))
+        else None
+    )
+
+
+def void_manifest(directory: Path) -> None:
+    """Remove the manifest of `directory` (if any) before its files are rewritten: until a new
+    one is written, the directory holds no finished run."""
+    manifest_path(directory).unlink(missing_ok=True)
+
+
+def remove_stale(directory: Path, pattern: str, keep: set[str]) -> None:
+    """Delete files matching `pattern` in `directory` that a run no longer produces."""
+    for path in directory.glob(pattern):
+        if path.name not in keep:
+            path.unlink()
+
+
+def remove_unlisted_shards(out_dir: Path, shards: list[dict[str, Any]]) -> None:
+    """Delete the shards of an earlier run that the manifest entries `shards` do not list."""
+    remove_stale(out_dir, SHARD_GLOB, {shard["path"] for shard in shards})

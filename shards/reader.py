@@ -8,6 +8,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from shards.ledger import ledger_files
+from shards.manifest import manifest_path, read_manifest, shard_paths
+from shards.tokens import split_dir, tokens_dir
+from shards.workdir import crawl_dir, crawl_ledger
 from shards.writer import sha256_file
 
 
@@ -21,14 +25,6 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
 def read_frame(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
     """Read an Arrow IPC file as a polars DataFrame."""
     return pl.from_arrow(read_table(path, columns))  # type: ignore[return-value]
-
-
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    """Load `<out_dir>/manifest.json`, raising FileNotFoundError with the path if missing."""
-    path = out_dir / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no manifest at {path}: is this a refinery output directory?")
-    return json.loads(path.read_text())
 
 
 def _checksum_problem(path: Path, sha256: str) -> str | None:
@@ -54,11 +50,12 @@ def verify_shards(out_dir: Path) -> list[str]:
         if problem is None and read_table(path).num_rows != shard["rows"]:
             problem = f"{path}: expected {shard['rows']} rows"
         problems += [problem] if problem else []
-    tokens = out_dir / "tokens"
-    if (tokens / "manifest.json").is_file():
-        for split, entry in json.loads((tokens / "manifest.json").read_text())["splits"].items():
+    tokens = tokens_dir(out_dir)
+    if manifest_path(tokens).is_file():
+        for split, entry in json.loads(manifest_path(tokens).read_text())["splits"].items():
             for shard in entry["shards"]:
-                problem = _checksum_problem(tokens / split / shard["path"], shard["sha256"])
+                path = split_dir(tokens, split) / shard["path"]
+                problem = _checksum_problem(path, shard["sha256"])
                 problems += [problem] if problem else []
     return problems
 
@@ -74,7 +71,7 @@ def read_shards(out_dir: Path, verify: bool = False) -> pl.DataFrame:
         ValueError: with `verify`, naming the first shard that is missing or corrupt.
     """
     shards = read_manifest(out_dir)["shards"]
-    paths = [out_dir / s["path"] for s in shards]
+    paths = shard_paths(out_dir, shards)
     for path, shard in zip(paths, shards, strict=True):
         if verify and (problem := _checksum_problem(path, shard["sha256"])) is not None:
             raise ValueError(problem)
@@ -91,8 +88,8 @@ def find_document(out_dir: Path, doc_id: str) -> list[dict[str, Any]]:
         One dict per place the id was found, with `where` set to "ledger" or "shard".
     """
     hits: list[dict[str, Any]] = []
-    ledgers = sorted((out_dir / "ledger").glob("*/part-*.arrow"))
-    for path in [*ledgers, *sorted(out_dir.glob("crawl/ledger.arrow"))]:
+    crawled = crawl_ledger(crawl_dir(out_dir))
+    for path in [*ledger_files(out_dir), *([crawled] if crawled.exists() else [])]:
         rows = read_frame(path).filter(pl.col("doc_id") == doc_id).drop("text")
         hits += [{"where": "ledger", "file": str(path), **row} for row in rows.to_dicts()]
     for shard in read_manifest(out_dir)["shards"]:

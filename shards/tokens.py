@@ -15,7 +15,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from shards.writer import atomic_path, sha256_file, write_json
+from shards.manifest import manifest_path
+from shards.writer import atomic_path, sha256_file, shard_name, write_json
+
+SPLITS = ("train", "heldout")
+
+
+def tokens_dir(out_dir: Path) -> Path:
+    """The token shards' folder of an output directory (`manifest.json`, the tokenizer, and a
+    folder per split)."""
+    return out_dir / "tokens"
+
+
+def tokenizer_path(root: Path) -> Path:
+    """The tokenizer the token shards of `root` were encoded with."""
+    return root / "tokenizer.json"
+
+
+def split_dir(root: Path, split: str) -> Path:
+    """The token shards of one split ("train" or "heldout") under `root`."""
+    return root / split
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -74,7 +93,7 @@ class TokenShardWriter:
         self._buffer, self._buffered = ([rest], len(rest)) if len(rest) else ([], 0)
         column = pa.FixedSizeListArray.from_arrays(pa.array(head), self.row_len)
         table = pa.table({"tokens": column})
-        name = f"part-{len(self.shards):05d}.arrow"
+        name = shard_name(len(self.shards))
         with atomic_path(self.out_dir / name) as tmp, ipc.new_file(tmp, table.schema) as w:
             w.write_table(table)
         path = self.out_dir / name
@@ -92,11 +111,11 @@ class TokenShards:
     """
 
     def __init__(self, root: Path, split: str, verify: bool = True) -> None:
-        self.manifest = json.loads((root / "manifest.json").read_text())
+        self.manifest = json.loads(manifest_path(root).read_text())
         self.row_len = self.manifest["seq_len"] + 1
         self._arrays: list[np.ndarray] = []
         for shard in self.manifest["splits"][split]["shards"]:
-            path = root / split / shard["path"]
+            path = split_dir(root, split) / shard["path"]
             if verify and sha256_file(path) != shard["sha256"]:
                 raise ValueError(f"{path}: sha256 mismatch (corrupt or modified token shard)")
             self._arrays.extend(self._map(path))
@@ -128,4 +147,14 @@ class TokenShards:
 
 
 def write_token_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    write_json(manifest, root / "manifest.json")
+    """Write the token shards' manifest, their last file, atomically."""
+    write_json(manifest, manifest_path(root))
+
+
+def finished_tokens(root: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest of token shards written with the same fingerprint, or None."""
+    path = manifest_path(root)
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    return manifest if manifest.get("fingerprint") == fingerprint else None

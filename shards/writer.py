@@ -19,6 +19,13 @@ import pyarrow.ipc as ipc
 from shards import failpoints
 
 _IPC_OPTIONS = {codec: ipc.IpcWriteOptions(compression=codec) for codec in ("zstd", "lz4", None)}
+SHARD_GLOB = "part-*.arrow"  # every `shard_name`
+
+
+def shard_name(index: int) -> str:
+    """The `index`-th file of a folder of shards: the text shards, a stage's ledger files, or
+    a split's token shards."""
+    return f"part-{index:05d}.arrow"
 
 
 @contextlib.contextmanager
@@ -114,7 +121,7 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        name = f"part-{len(self.shards):05d}.arrow"
+        name = shard_name(len(self.shards))
         table = pa.Table.from_batches(self._pending, schema=self.schema)
         write_table(table, self.out_dir / name)
         path = self.out_dir / name

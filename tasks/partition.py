@@ -1,101 +1,90 @@
-"""Where a stage's work lives on disk, and how a partition is skipped once it is done.
+"""When a step runs: map steps per partition and reduce steps over the run, each done once.
 
-Each stage writes into `<stage>-<fingerprint>` in the output's `work` folder, where the
-fingerprint hashes the stage's config and its upstream stage's fingerprint: changing one
-stage's config gives it (and every stage after it) a fresh directory, while the stages
-before it are found done. Per partition a stage writes `<part>.arrow` (kept rows),
-`<part>.ledger.arrow` (removed rows) and, last, `<part>.stats.json`: the stats file is the
-completion marker, so a partition killed half way is simply computed again.
+Where the files are is `shards.workdir.StageDir`'s business. A map step (`run_partition`)
+reads a partition, turns it into kept and removed rows and saves both with its stats, which
+mark the partition done: a partition killed half way is simply computed again. A reduce step
+(`keep_once`) computes a result of the whole run once and keeps it as a file, written
+atomically, so a file that exists is a finished result.
 """
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import polars as pl
+import pyarrow as pa
 
-from shards import failpoints
 from shards.reader import read_frame
-from shards.schema import SCHEMA_VERSION
-from shards.writer import write_json, write_table
+from shards.workdir import StageDir
+from shards.writer import write_table
 from tasks.records import StageResult, StageStats, text_bytes
 
 
-def fingerprint(stage: str, config: dict[str, Any], upstream: str) -> str:
-    """A short, stable hash of a stage's name, config and upstream fingerprint."""
-    blob = json.dumps(
-        {"stage": stage, "config": config, "upstream": upstream, "schema": SCHEMA_VERSION},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def done(out: StageDir, part: str) -> StageStats | None:
+    """The stats of a finished partition of `out`, or None if it must be (re)computed."""
+    found = out.read_stats(part)
+    return StageStats.from_dict(found) if found is not None else None
 
 
-@dataclass(frozen=True)
-class StageDir:
-    """The work directory of one stage run: `<work>/<stage>-<fingerprint>/`."""
-
-    stage: str
-    path: Path
-
-    @classmethod
-    def of(cls, work: Path, stage: str, config: dict[str, Any], upstream: str) -> "StageDir":
-        return cls(stage, work / f"{stage}-{fingerprint(stage, config, upstream)}")
-
-    @property
-    def fingerprint(self) -> str:
-        return self.path.name.rsplit("-", 1)[1]
-
-    def kept(self, part: str) -> Path:
-        return self.path / f"{part}.arrow"
-
-    def ledger(self, part: str) -> Path:
-        return self.path / f"{part}.ledger.arrow"
-
-    def keys(self, part: str) -> Path:
-        return self.path / f"{part}.keys.arrow"
-
-    @property
-    def duplicates(self) -> Path:
-        """The rows a dedup stage drops (`part`, `row`, `duplicate_of`), found over all parts."""
-        return self.path / "duplicates.arrow"
-
-    def all_keys(self, parts: list[str]) -> pl.DataFrame:
-        """Every partition's keys file, with its partition name and row number."""
-        return pl.concat(
-            [
-                read_frame(self.keys(p)).with_row_index("row").with_columns(part=pl.lit(p))
-                for p in parts
-            ]
-        )
-
-    def done(self, part: str) -> StageStats | None:
-        """The stats of a finished partition, or None if it must be (re)computed."""
-        path = self.path / f"{part}.stats.json"
-        return StageStats.from_dict(json.loads(path.read_text())) if path.exists() else None
-
-    def save(self, part: str, result: StageResult, stats: StageStats) -> StageStats:
-        """Write kept rows (lz4: a work file), ledger rows, then the stats marker, each
-        atomically."""
-        write_table(result.kept.to_arrow(), self.kept(part), compression="lz4")
-        write_table(result.removed.to_arrow(), self.ledger(part))
-        failpoints.hit("partition-stats")
-        write_json(stats.to_dict(), self.path / f"{part}.stats.json")
-        return stats
+def save(out: StageDir, part: str, result: StageResult, stats: StageStats) -> StageStats:
+    """Save partition `part`'s kept and removed rows under `out`, then its stats (the marker)."""
+    out.write_partition(part, result.kept.to_arrow(), result.removed.to_arrow(), stats.to_dict())
+    return stats
 
 
 def run_partition(
-    src: StageDir, out: StageDir, part: str, fn: Callable[[pl.DataFrame], StageResult]
+    src: StageDir | None,
+    out: StageDir,
+    part: str,
+    fn: Callable[[pl.DataFrame], StageResult],
+    *,
+    read: Callable[[], pl.DataFrame] | None = None,
+    bytes_in: int | None = None,
+    adds: bool = False,
 ) -> StageStats:
-    """Apply `fn` to partition `part` of `src` and save it under `out`, unless already done."""
-    if (stats := out.done(part)) is not None:
+    """Apply `fn` to partition `part` and save the result under `out`, unless already done.
+
+    Args:
+        src: The stage whose kept rows of `part` are `fn`'s input (unless `read` is given).
+        out: Where the kept rows, the ledger rows and the stats go.
+        part: The partition.
+        fn: The step: the rows read to a `StageResult`.
+        read: Reads the rows of `part` instead (its input files, or rows computed first).
+        bytes_in: The input's bytes when not the text of the rows read (ingest: the files').
+        adds: `fn` makes new documents besides the rows read (augment): they count in `n_in`
+            and are the stats' `added`.
+
+    Returns:
+        The partition's stats (those saved by an earlier run, when it is done).
+    """
+    if (stats := done(out, part)) is not None:
         return stats
-    df = read_frame(src.kept(part))
     start = time.perf_counter()
+    df = read() if read is not None else read_frame(src.kept(part))  # type: ignore[union-attr]
     result = fn(df)
-    stats = result.stats(out.stage, df.height, text_bytes(df), time.perf_counter() - start)
-    return out.save(part, result, stats)
+    n_in = result.kept.height + result.removed.height if adds else df.height
+    nbytes = text_bytes(df) if bytes_in is None else bytes_in
+    stats = result.stats(out.stage, n_in, nbytes, time.perf_counter() - start)
+    stats.added = n_in - df.height
+    return save(out, part, result, stats)
+
+
+def keep_once(
+    path: Path,
+    compute: Callable[[], pl.DataFrame | pa.Table],
+    compression: Literal["zstd", "lz4"] | None = "zstd",
+) -> None:
+    """Compute a result once and keep it at `path`: the reduce steps' results of the whole
+    run, and files of one partition that later steps read. Skipped when `path` exists; it is
+    written atomically, so a killed run leaves none behind.
+
+    Args:
+        path: The result's file (a name from `shards.workdir.StageDir`).
+        compute: Makes the result.
+        compression: As `shards.writer.write_table` takes it (None for memory-mapped files).
+    """
+    if path.exists():
+        return
+    table = compute()
+    write_table(table.to_arrow() if isinstance(table, pl.DataFrame) else table, path, compression)

@@ -9,21 +9,18 @@ Map, reduce, map: `select_sources` chooses the sources over the whole run; per p
 document is vetted (normalize, a chrF band against its source, language ID, quality);
 `find_near_duplicates` drops variants that near-duplicate another kept document; `augment`
 writes each partition's documents and surviving variants. The stage's stats count the variants
-as `added`, so in = the previous stage's kept + added.
+as `added`, so in = the previous stage's kept + added. The settings are in
+`tasks.augment.config`, the models in `tasks.augment.backends`.
 """
 
 import threading
-import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 
 import numpy as np
 import polars as pl
 from prefect import task
-from pydantic import BaseModel, Field, model_validator
 
 from shards.reader import read_frame
 from shards.schema import (
@@ -43,77 +40,21 @@ from shards.schema import (
     TITLE,
     URL,
 )
-from shards.writer import write_table
-from tasks.clean.normalize import NormalizeConfig, normalize_batch
-from tasks.dedup.minhash_cluster import band_keys, estimated_jaccard
+from shards.workdir import StageDir
+from tasks.augment.backends import bleu, chrf, make_backend
+from tasks.augment.base import Backend, BackendError
+from tasks.augment.config import AugmentConfig, Vetting
+from tasks.clean.normalize import normalize_batch
+from tasks.dedup.minhash_cluster import band_keys, estimated_jaccard, query_pairs
 from tasks.dedup.minhash_dedup import MinhashConfig
 from tasks.dedup.minhash_sketch import signatures
 from tasks.filter.langid import LangIdConfig, detect_language, load_model
-from tasks.filter.quality import QualityConfig, quality_score, score_quality
-from tasks.partition import StageDir
+from tasks.filter.quality import quality_score, score_quality
+from tasks.partition import keep_once, run_partition
 from tasks.progress import StageProgress
-from tasks.records import Rule, StageResult, StageStats, apply_rules, ledger_rows, text_bytes
-
-if TYPE_CHECKING:
-    from tasks.augment.backends import Backend
+from tasks.records import Rule, StageResult, StageStats, apply_rules, ledger_rows
 
 STAGE = "augment"
-
-
-class AugmentConfig(BaseModel, frozen=True, extra="forbid"):
-    """Which documents are rewritten, by which backend, and which rewrites are kept."""
-
-    enabled: bool = False
-    backend: Literal["backtranslate", "paraphrase", "llm"] = "backtranslate"
-    # backtranslate: two translation models (hub ids or local folders), there and back
-    model_a: str | None = None
-    model_b: str | None = None
-    # paraphrase: one seq2seq model, and the text put before each input (T5: "paraphrase: ")
-    model: str | None = None
-    prefix: str = ""
-    # llm: an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, TGI, llama.cpp)
-    endpoint: str | None = None
-    llm_model: str | None = None
-    style: str = Field("wikipedia", description="a prompt in tasks/resources/augment_prompts")
-    api_key_env: str = Field("OPENAI_API_KEY", description="the variable holding the API key")
-    temperature: float = Field(0.7, ge=0)
-    concurrency: int = Field(4, gt=0, description="llm requests in flight")
-    timeout_s: float = Field(120.0, gt=0, description="per llm request")
-    retries: int = Field(3, ge=0, description="on 429, 5xx, timeouts and connection errors")
-    backoff_s: float = Field(1.0, ge=0, description="first back-off; doubles each retry")
-    # selection
-    languages: list[str] = Field([], description="empty: every language")
-    min_quality: float | None = Field(None, ge=0, le=1, description="quality_score at least")
-    fraction: float = Field(1.0, ge=0, le=1, description="seeded sample of the eligible")
-    max_new_docs: int | None = Field(None, gt=0)
-    variants: int = Field(1, gt=0, description="rewrites per selected document")
-    seed: int = 0
-    # which rewrites are kept: chrF against the source inside [min_chrf, max_chrf]
-    min_chrf: float = Field(25.0, ge=0, le=100, description="below: drifted too far")
-    max_chrf: float = Field(90.0, ge=0, le=100, description="above: a near copy")
-    # generation
-    batch_docs: int = Field(16, gt=0, description="documents per persisted batch")
-    batch_size: int = Field(32, gt=0, description="sentences per forward pass")
-    max_new_tokens: int = Field(256, gt=0)
-    num_beams: int = Field(1, gt=0, description="1: greedy (sampling when variants > 1)")
-    device: str = Field("auto", description="auto: cuda when there is one, else cpu")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-
-    @model_validator(mode="after")
-    def _backend_has_its_models(self) -> "AugmentConfig":
-        if not self.enabled:
-            return self
-        needs = {
-            "backtranslate": ("model_a", "model_b"),
-            "paraphrase": ("model",),
-            "llm": ("endpoint", "llm_model"),
-        }[self.backend]
-        missing = [f"augment.{key}" for key in needs if not getattr(self, key)]
-        if missing:
-            raise ValueError(f"backend {self.backend} needs {' and '.join(missing)}")
-        if self.min_chrf > self.max_chrf:
-            raise ValueError(f"min_chrf {self.min_chrf} is above max_chrf {self.max_chrf}")
-        return self
 
 
 NEAR_COPY = "augment_near_copy"  # chrF above max_chrf: hardly reworded
@@ -123,29 +64,6 @@ NEAR_DUPLICATE = "augment_near_duplicate"  # of a kept document other than its s
 FAILED = "augment_failed"  # quarantined: the backend failed for good on the batch
 
 
-@dataclass(frozen=True)
-class Vetting:
-    """The configs new documents are checked with, as every input document is."""
-
-    normalize: NormalizeConfig
-    langid: LangIdConfig
-    quality: QualityConfig
-    minhash: MinhashConfig
-
-
-def stage_key(cfg: AugmentConfig, vet: Vetting) -> dict[str, Any]:
-    """What the augment stage's output depends on (its work directory's fingerprint)."""
-    return {"augment": cfg.model_dump(mode="json")} | {
-        name: getattr(vet, name).model_dump(mode="json")
-        for name in ("normalize", "langid", "quality", "minhash")
-    }
-
-
-def _draw(doc_ids: pl.Expr, seed: int) -> pl.Expr:
-    """A seeded uniform number in [0, 1) per doc_id, the same in every run."""
-    return doc_ids.hash(seed).cast(pl.Float64) / float(2**64)
-
-
 def eligible(df: pl.DataFrame, cfg: AugmentConfig) -> pl.DataFrame:
     """The documents of `df` that may be rewritten: doc_id and their seeded draw."""
     keep = pl.col(DOC_ID).is_not_null()
@@ -153,7 +71,7 @@ def eligible(df: pl.DataFrame, cfg: AugmentConfig) -> pl.DataFrame:
         keep &= pl.col(LANG).is_in(cfg.languages)
     if cfg.min_quality is not None:
         keep &= quality_score(df) >= cfg.min_quality
-    draw = _draw(pl.col(DOC_ID), cfg.seed)
+    draw = pl.col(DOC_ID).hash(cfg.seed).cast(pl.Float64) / float(2**64)  # the same every run
     return (
         _with_lang(df)
         .filter(keep)
@@ -175,15 +93,9 @@ def choose(candidates: pl.DataFrame, cfg: AugmentConfig) -> pl.DataFrame:
     return candidates.sort("draw", DOC_ID).head(n)
 
 
-def variant_id(source: pl.Expr, method: str, variant: int) -> pl.Expr:
-    return pl.format("{}~{}{}", source, pl.lit(method), pl.lit(variant))
-
-
-def rewrite_batch(batch: pl.DataFrame, backend: "Backend", cfg: AugmentConfig) -> pl.DataFrame:
+def rewrite_batch(batch: pl.DataFrame, backend: Backend, cfg: AugmentConfig) -> pl.DataFrame:
     """Rewrite one batch of sources: a row per variant, with the error if the backend failed on
     the batch for good or raised (the variants are then quarantined, the run goes on)."""
-    from tasks.augment.backends import BackendError  # the backends import this module
-
     texts, langs = batch[TEXT].to_list(), _with_lang(batch)[LANG].to_list()
     error = None
     try:
@@ -237,9 +149,22 @@ def _band_rules(cfg: AugmentConfig) -> list[Rule]:
 def vet_variants(
     sources: pl.DataFrame, variants: pl.DataFrame, cfg: AugmentConfig, vet: Vetting
 ) -> StageResult:
+    """Vet the `variants` of `sources` (see `vet_documents`)."""
+    return vet_documents(_as_documents(sources, variants), cfg, vet)
+
+
+def vet_documents(docs: pl.DataFrame, cfg: AugmentConfig, vet: Vetting) -> StageResult:
     """Check new documents as input documents are checked: normalize, the chrF band against
-    the source, language ID (the source's language), quality. Failed batches are quarantined."""
-    docs = _as_documents(sources, variants)
+    the source, language ID (the source's language), quality. Failed batches are quarantined.
+
+    Args:
+        docs: Variants as `_as_documents` makes them (with their batch's `error`).
+        cfg: The chrF band.
+        vet: The configs of the other checks.
+
+    Returns:
+        The vetted documents and the ledger rows of the others.
+    """
     failed = docs.filter(pl.col("error").is_not_null())
     removed = [ledger_rows(failed, STAGE, QUARANTINED, FAILED, pl.col("error"))]
     steps: list[Callable[[pl.DataFrame], StageResult]] = [
@@ -259,8 +184,6 @@ def vet_variants(
 
 
 def _with_chrf(df: pl.DataFrame) -> pl.DataFrame:
-    from tasks.augment.backends import chrf
-
     scores = chrf(df[TEXT].to_list(), df["_source_text"].to_list())
     return df.with_columns(pl.Series(AUGMENT_CHRF, scores, pl.Float32))
 
@@ -279,98 +202,49 @@ def near_duplicates(kept: pl.DataFrame, new: pl.DataFrame, cfg: MinhashConfig) -
     or of a new document with a smaller doc_id: `doc_id`, `duplicate_of`."""
     if new.height == 0:
         return pl.DataFrame(schema={DOC_ID: pl.String, "duplicate_of": pl.String})
-    ids = pl.concat([kept[DOC_ID], new[DOC_ID]])
+    ids = pl.concat([kept[DOC_ID], new[DOC_ID]]).to_numpy()
     texts = pl.concat([kept[TEXT], new[TEXT]])
     sigs = signatures(texts.to_arrow(), cfg.num_perm, cfg.seed, cfg.ngram, cfg.char_ngram)
-    bands, rows = cfg.lsh_params()
-    keys = band_keys(sigs, bands, rows)
-    index = np.arange(len(ids))
-    buckets = pl.concat(
-        pl.DataFrame({"band": b, "key": keys[:, b], "i": index}) for b in range(bands)
-    )
     first_new = kept.height
-    pairs = (
-        buckets.filter(pl.col("i") >= first_new)
-        .join(buckets, on=["band", "key"], suffix="_other")
-        .filter(pl.col("i") != pl.col("i_other"))
-        .select("i", "i_other")
-        .unique()
-    )
-    i, j = pairs["i"].to_numpy(), pairs["i_other"].to_numpy()
+    pairs = query_pairs(band_keys(sigs, *cfg.lsh_params()), np.arange(first_new, len(ids)))
+    i, j = pairs[:, 0], pairs[:, 1]
     similar = estimated_jaccard(sigs[i], sigs[j]) >= cfg.threshold
     own = np.concatenate([np.full(first_new, None, object), new[AUGMENTED_FROM].to_numpy()])
-    id_array = ids.to_numpy()
-    not_source = id_array[j] != own[i]
-    earlier_new = (j < first_new) | (id_array[j] < id_array[i])
+    not_source = ids[j] != own[i]
+    earlier_new = (j < first_new) | (ids[j] < ids[i])
     hit = similar & not_source & earlier_new
     found = pl.DataFrame(
-        {DOC_ID: id_array[i[hit]].tolist(), "duplicate_of": id_array[j[hit]].tolist()},
+        {DOC_ID: ids[i[hit]].tolist(), "duplicate_of": ids[j[hit]].tolist()},
         schema={DOC_ID: pl.String, "duplicate_of": pl.String},
     )
     return found.group_by(DOC_ID).agg(pl.col("duplicate_of").min()).sort(DOC_ID)
 
 
-def _candidates(dst: StageDir, part: str) -> Path:
-    return dst.path / f"{part}.candidates.arrow"
-
-
-def _rejected(dst: StageDir, part: str) -> Path:
-    return dst.path / f"{part}.rejected.arrow"
-
-
-def _near_duplicates_path(dst: StageDir) -> Path:
-    return dst.path / "near_duplicates.arrow"
-
-
-def _selection(dst: StageDir) -> Path:
-    return dst.path / "selection.arrow"
-
-
-@task(name="augment-select")
-def select_sources(src: StageDir, dst: StageDir, parts: list[str], cfg: AugmentConfig) -> int:
-    """Choose the documents to rewrite over the whole run (seeded, so every run chooses the
-    same ones); write them with their partition. Returns how many."""
-    if not _selection(dst).exists():
-        found = [eligible(read_frame(src.kept(p)), cfg).with_columns(part=pl.lit(p)) for p in parts]
-        chosen = choose(pl.concat(found) if found else pl.DataFrame(), cfg)
-        write_table(chosen.select(DOC_ID, "part").to_arrow(), _selection(dst))
-    return read_frame(_selection(dst)).height
-
-
 _LOCAL_MODELS = threading.Lock()  # one generation at a time per process: torch uses every core
 
 
-@task(name="augment-generate")
-def generate_variants(
-    part: str, src: StageDir, dst: StageDir, cfg: AugmentConfig, vet: Vetting
-) -> int:
-    """Rewrite this partition's chosen documents, a persisted batch at a time (a killed run
-    repeats at most the batch it was in), then vet the variants. Returns the variants made."""
-    if _rejected(dst, part).exists():
-        return read_frame(_rejected(dst, part)).height + read_frame(_candidates(dst, part)).height
-    chosen = read_frame(_selection(dst)).filter(pl.col("part") == part)[DOC_ID]
-    sources = read_frame(src.kept(part)).filter(pl.col(DOC_ID).is_in(chosen.implode()))
+def rewrite_sources(
+    sources: pl.DataFrame, cfg: AugmentConfig, dst: StageDir, part: str
+) -> pl.DataFrame:
+    """The variants of partition `part`'s `sources` (rows as `rewrite_batch` makes them),
+    rewritten `cfg.batch_docs` at a time; each batch is kept (`dst.batch`), so a killed run
+    repeats at most the batch it was in."""
     starts = range(0, sources.height, cfg.batch_docs)
-    paths = [dst.path / f"{part}.batch-{i:05d}.arrow" for i in range(len(starts))]
+    paths = [dst.batch(part, i) for i in range(len(starts))]
+    lock = nullcontext() if cfg.backend == "llm" else _LOCAL_MODELS
     with StageProgress(f"augment-{part}", len(paths), "batches") as progress:
         for done, (start, path) in enumerate(zip(starts, paths, strict=True), 1):
-            if not path.exists():
-                batch = sources.slice(start, cfg.batch_docs)
-                lock = nullcontext() if cfg.backend == "llm" else _LOCAL_MODELS
-                with lock:
-                    rows = rewrite_batch(batch, _backend(cfg), cfg)
-                write_table(rows.to_arrow(), path)
+            keep_once(path, partial(_rewrite, sources.slice(start, cfg.batch_docs), cfg, lock))
             progress.update(done)
-    variants = pl.concat([read_frame(p) for p in paths]) if paths else _no_variants()
-    result = vet_variants(sources, variants, cfg, vet)
-    write_table(result.kept.to_arrow(), _candidates(dst, part), compression="lz4")
-    write_table(result.removed.to_arrow(), _rejected(dst, part))  # last: the done marker
-    return variants.height
+    return pl.concat([read_frame(p) for p in paths]) if paths else _no_variants()
 
 
-def _backend(cfg: AugmentConfig) -> "Backend":
-    from tasks.augment.backends import make_backend
+def _rewrite(batch: pl.DataFrame, cfg: AugmentConfig, lock: AbstractContextManager) -> pl.DataFrame:
+    with lock:
+        return rewrite_batch(batch, _backend(cfg), cfg)
 
+
+def _backend(cfg: AugmentConfig) -> Backend:
     return make_backend(cfg)
 
 
@@ -379,31 +253,11 @@ def _no_variants() -> pl.DataFrame:
     return pl.DataFrame(schema={**dict.fromkeys(columns, pl.String), "variant": pl.Int64})
 
 
-@task(name="augment-near-duplicates")
-def find_near_duplicates(src: StageDir, dst: StageDir, parts: list[str], cfg: MinhashConfig):
-    """Find the new documents that are near-duplicates of what is kept (see
-    `near_duplicates`), over the whole run."""
-    if _near_duplicates_path(dst).exists():
-        return
-    kept = pl.concat([read_frame(src.kept(p)).select(DOC_ID, TEXT) for p in parts])
-    new = pl.concat(
-        [read_frame(_candidates(dst, p)).select(DOC_ID, AUGMENTED_FROM, TEXT) for p in parts]
-    )
-    write_table(near_duplicates(kept, new, cfg).to_arrow(), _near_duplicates_path(dst))
-
-
-@task(name="augment-scores")
-def score_variants(src: StageDir, dst: StageDir, parts: list[str]) -> dict[str, float]:
-    """chrF and corpus BLEU (sacrebleu) of the variants against their sources: all that were
-    generated, and those kept (vetted, not near-duplicates)."""
-    from tasks.augment.backends import bleu, chrf
-
-    sources = pl.concat([read_frame(src.kept(p)).select(DOC_ID, TEXT) for p in parts])
-    made = [read_frame(path) for p in parts for path in sorted(dst.path.glob(f"{p}.batch-*"))]
-    generated = pl.concat(made).filter(pl.col(TEXT).is_not_null()) if made else _no_variants()
-    dups = read_frame(_near_duplicates_path(dst))[DOC_ID]
-    kept = pl.concat([read_frame(_candidates(dst, p)) for p in parts])
-    kept = kept.filter(~pl.col(DOC_ID).is_in(dups.implode())).select(AUGMENTED_FROM, TEXT)
+def variant_scores(
+    sources: pl.DataFrame, generated: pl.DataFrame, kept: pl.DataFrame
+) -> dict[str, float]:
+    """chrF and corpus BLEU (sacrebleu) against their `sources` (doc_id, text) of the
+    `generated` and of the `kept` variants (augmented_from, text)."""
     scores: dict[str, float] = {}
     for name, df in (("generated", generated), ("kept", kept)):
         pairs = df.join(sources, left_on=AUGMENTED_FROM, right_on=DOC_ID, suffix="_source")
@@ -413,24 +267,81 @@ def score_variants(src: StageDir, dst: StageDir, parts: list[str]) -> dict[str, 
     return scores
 
 
-@task(name="augment")
-def augment(part: str, src: StageDir, dst: StageDir) -> StageStats:
-    """The partition's documents, then its new documents that are not near-duplicates."""
-    if (stats := dst.done(part)) is not None:
-        return stats
-    start = time.perf_counter()
-    kept = read_frame(src.kept(part))
-    candidates = read_frame(_candidates(dst, part))
-    rejected = read_frame(_rejected(dst, part))
-    dups = read_frame(_near_duplicates_path(dst))
-    marked = candidates.join(dups, on=DOC_ID, how="left")
+def add_variants(
+    kept: pl.DataFrame, new: pl.DataFrame, rejected: pl.DataFrame, dups: pl.DataFrame
+) -> StageResult:
+    """The partition's documents, then its vetted `new` ones that `dups` (doc_id,
+    duplicate_of) does not list; removed: the `rejected` variants' ledger rows, then those."""
+    marked = new.join(dups, on=DOC_ID, how="left")
     rule = Rule(NEAR_DUPLICATE, pl.col("duplicate_of").is_not_null(), pl.col("duplicate_of"))
     vetted = apply_rules(marked, STAGE, [rule])
-    added = candidates.height + rejected.height
-    result = StageResult(
+    return StageResult(
         pl.concat([kept, vetted.kept.drop("duplicate_of")], how="diagonal_relaxed"),
         pl.concat([rejected, vetted.removed], how="diagonal_relaxed"),
     )
-    stats = result.stats(STAGE, kept.height + added, text_bytes(kept), time.perf_counter() - start)
-    stats.added = added
-    return dst.save(part, result, stats)
+
+
+@task(name="augment-select")
+def select_sources(src: StageDir, dst: StageDir, parts: list[str], cfg: AugmentConfig) -> int:
+    """Choose the documents to rewrite over the whole run (seeded, so every run chooses the
+    same ones); keep them with their partition. Returns how many."""
+
+    def chosen() -> pl.DataFrame:
+        found = [eligible(read_frame(src.kept(p)), cfg).with_columns(part=pl.lit(p)) for p in parts]
+        return choose(pl.concat(found) if found else pl.DataFrame(), cfg).select(DOC_ID, "part")
+
+    keep_once(dst.selection, chosen)
+    return read_frame(dst.selection).height
+
+
+@task(name="augment-generate")
+def generate_variants(
+    part: str, src: StageDir, dst: StageDir, cfg: AugmentConfig, vet: Vetting
+) -> int:
+    """Rewrite this partition's chosen documents (`rewrite_sources`), then vet the variants
+    (`vet_documents`) into `dst.variants`. Returns the variants made."""
+
+    def variants() -> pl.DataFrame:
+        chosen = read_frame(dst.selection).filter(pl.col("part") == part)[DOC_ID]
+        sources = read_frame(src.kept(part)).filter(pl.col(DOC_ID).is_in(chosen.implode()))
+        return _as_documents(sources, rewrite_sources(sources, cfg, dst, part))
+
+    vetting = partial(vet_documents, cfg=cfg, vet=vet)
+    return run_partition(None, dst.variants, part, vetting, read=variants).n_in
+
+
+@task(name="augment-near-duplicates")
+def find_near_duplicates(src: StageDir, dst: StageDir, parts: list[str], cfg: MinhashConfig):
+    """Find the new documents that are near-duplicates of what is kept (see
+    `near_duplicates`), over the whole run."""
+
+    def found() -> pl.DataFrame:
+        kept = pl.concat([read_frame(src.kept(p)).select(DOC_ID, TEXT) for p in parts])
+        new = [read_frame(dst.variants.kept(p)).select(DOC_ID, AUGMENTED_FROM, TEXT) for p in parts]
+        return near_duplicates(kept, pl.concat(new), cfg)
+
+    keep_once(dst.near_duplicates, found)
+
+
+@task(name="augment-scores")
+def score_variants(src: StageDir, dst: StageDir, parts: list[str]) -> dict[str, float]:
+    """chrF and corpus BLEU (sacrebleu) of the variants against their sources: all that were
+    generated, and those kept (vetted, not near-duplicates)."""
+    sources = pl.concat([read_frame(src.kept(p)).select(DOC_ID, TEXT) for p in parts])
+    made = [read_frame(path) for p in parts for path in dst.batches(p)]
+    generated = pl.concat(made).filter(pl.col(TEXT).is_not_null()) if made else _no_variants()
+    dups = read_frame(dst.near_duplicates)[DOC_ID]
+    kept = pl.concat([read_frame(dst.variants.kept(p)) for p in parts])
+    kept = kept.filter(~pl.col(DOC_ID).is_in(dups.implode())).select(AUGMENTED_FROM, TEXT)
+    return variant_scores(sources, generated, kept)
+
+
+@task(name="augment")
+def augment(part: str, src: StageDir, dst: StageDir) -> StageStats:
+    """The partition's documents, then its new documents that are not near-duplicates."""
+
+    def add(kept: pl.DataFrame) -> StageResult:
+        new, rejected = read_frame(dst.variants.kept(part)), read_frame(dst.variants.ledger(part))
+        return add_variants(kept, new, rejected, read_frame(dst.near_duplicates))
+
+    return run_partition(src, dst, part, add, adds=True)

@@ -9,32 +9,25 @@ a style prompt from `tasks/resources/augment_prompts`, to an OpenAI-compatible c
 endpoint. `chrf` and `bleu` score rewrites against their sources (sacrebleu).
 """
 
-import asyncio
 import functools
-import logging
-import os
 import re
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import spacy
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 from spacy.language import Language
 from tqdm import tqdm
 
-from tasks.augment.augment import AugmentConfig
+from tasks.augment.base import Backend, check_batch, progress_bar
+from tasks.augment.config import AugmentConfig
+from tasks.augment.llm import LlmBackend, load_prompt
 
-log = logging.getLogger("refinery.augment")
-
-PROMPTS = Path(__file__).parents[1] / "resources" / "augment_prompts"
 MAX_SENTENCE_CHARS = 500  # longer runs (lists, tables) are cut at spaces rather than truncated
 MAX_INPUT_TOKENS = 1024  # a last guard for tokenizers that declare no model_max_length
-MAX_RETRY_AFTER_S = 300.0
 TOP_P = 0.9
 # The fields each backend reads; a backend is built once per process for each set of values.
 FIELDS = {
@@ -43,21 +36,6 @@ FIELDS = {
     "llm": {"endpoint", "llm_model", "style", "api_key_env", "temperature", "concurrency",
             "timeout_s", "retries", "backoff_s"},
 }  # fmt: skip
-
-
-class BackendError(Exception):
-    """A batch could not be rewritten (the endpoint failed after its retries, or refused it)."""
-
-
-class Backend(Protocol):
-    method: str  # the augment_method column
-    model_name: str  # the augment_model column
-
-    def rewrite(
-        self, texts: list[str], langs: list[str | None], variants: int, seed: int
-    ) -> list[list[str]]:
-        """For each text, `variants` rewrites (same order). Deterministic for a seed on CPU."""
-        ...
 
 
 def chrf(hypotheses: list[str], references: list[str]) -> list[float]:
@@ -204,12 +182,12 @@ class Seq2SeqBackend:
         self, texts: list[str], langs: list[str | None], variants: int, seed: int
     ) -> list[list[str]]:
         """Variant 0 is greedy (or beam search); variant i > 0 samples under seed + i."""
-        _check_batch(texts, langs, variants)
+        check_batch(texts, langs, variants)
         docs = [split_document(t, sentencizer(lang)) for t, lang in zip(texts, langs, strict=True)]
         unique = list(dict.fromkeys(s for sentences, _ in docs for s in sentences))
         out: list[list[str]] = [[] for _ in texts]
         total = len(unique) * len(self.steps) * variants
-        with _bar(total, f"augment ({self.method})", "sentence") as bar:
+        with progress_bar(total, f"augment ({self.method})", "sentence") as bar:
             for i in range(variants):
                 if i > 0:
                     torch.manual_seed(seed + i)
@@ -220,140 +198,6 @@ class Seq2SeqBackend:
                 for j, (sentences, gaps) in enumerate(docs):
                     out[j].append(join_document([rewritten[s] for s in sentences], gaps))
         return out
-
-
-def _check_batch(texts: list[str], langs: list[str | None], variants: int) -> None:
-    if len(texts) != len(langs):
-        raise ValueError(f"{len(texts)} texts but {len(langs)} langs")
-    if variants < 1:
-        raise ValueError(f"variants must be at least 1, not {variants}")
-
-
-def _bar(total: int, desc: str, unit: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, disable=not sys.stderr.isatty())
-
-
-def load_prompt(style: str) -> str:
-    """The system prompt of a style: a file in PROMPTS by name, or a path to a prompt file."""
-    choices = sorted(p.stem for p in PROMPTS.glob("*.txt"))
-    if style in choices:
-        return (PROMPTS / f"{style}.txt").read_text(encoding="utf-8").strip()
-    if Path(style).is_file():
-        return Path(style).read_text(encoding="utf-8").strip()
-    raise ValueError(
-        f"augment.style {style!r} is neither one of {', '.join(choices)} nor a prompt file"
-    )
-
-
-def _redact(text: str, key: str | None) -> str:
-    return text.replace(key, "[redacted]") if key else text
-
-
-def _retry_after(value: str | None) -> float:
-    """The seconds a Retry-After header asks for (an HTTP date counts as none), capped."""
-    try:
-        return min(max(float(value or 0), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        return 0.0
-
-
-class LlmBackend:
-    """Rewrites each document in one chat completion, `cfg.concurrency` requests at a time."""
-
-    method = "llm"
-
-    def __init__(self, cfg: AugmentConfig, prompt: str) -> None:
-        self.cfg, self.prompt = cfg, prompt
-        self.model_name = cfg.llm_model or ""
-        self.url = f"{(cfg.endpoint or '').rstrip('/')}/chat/completions"
-
-    def rewrite(
-        self, texts: list[str], langs: list[str | None], variants: int, seed: int
-    ) -> list[list[str]]:
-        """Variant i is asked for with seed + i.
-
-        Raises:
-            BackendError: when a request still fails after `cfg.retries` retries, or is refused.
-        """
-        _check_batch(texts, langs, variants)
-        key = os.environ.get(self.cfg.api_key_env) or None
-        return asyncio.run(self._rewrite_all(texts, variants, seed, key))
-
-    async def _rewrite_all(
-        self, texts: list[str], variants: int, seed: int, key: str | None
-    ) -> list[list[str]]:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        limits = httpx.Limits(max_connections=self.cfg.concurrency)
-        slots = asyncio.Semaphore(self.cfg.concurrency)
-        bodies = [self._body(text, seed + i) for text in texts for i in range(variants)]
-        client = httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout_s, limits=limits)
-        async with client:
-            with _bar(len(bodies), "augment (llm)", "request") as bar:
-                try:
-                    async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
-                        tasks = [group.create_task(self._complete(client, slots, b, key))
-                                 for b in bodies]  # fmt: skip
-                        for task in tasks:
-                            task.add_done_callback(lambda _: bar.update(1))
-                except* BackendError as failed:
-                    raise failed.exceptions[0] from None
-        done = [task.result() for task in tasks]
-        return [done[j * variants : (j + 1) * variants] for j in range(len(texts))]
-
-    async def _complete(
-        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, body: dict, key: str | None
-    ) -> str:
-        """One rewrite, retried with exponential back-off on 429, 5xx, timeouts and connection
-        errors (a Retry-After header can lengthen the wait); other 4xx fail at once."""
-        retries = self.cfg.retries
-        for attempt in range(1, retries + 2):
-            wait = self.cfg.backoff_s * 2 ** (attempt - 1)
-            reply = await self._post(client, slots, body)
-            if isinstance(reply, httpx.Response):
-                if reply.is_success:
-                    return _content(reply, self.url, key)
-                problem = f"HTTP {reply.status_code}: {_redact(reply.text, key)[:300]}"
-                if reply.status_code != 429 and reply.status_code < 500:
-                    raise BackendError(f"{self.url} refused the request: {problem}")
-                wait = max(wait, _retry_after(reply.headers.get("retry-after")))
-            else:
-                problem = _redact(reply, key)
-            if attempt > retries:
-                raise BackendError(f"{self.url} failed after {attempt} attempts: {problem}")
-            log.warning(
-                "augment llm: %s; retry %d of %d in %.2f s", problem, attempt, retries, wait
-            )
-            await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
-
-    async def _post(
-        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, body: dict
-    ) -> httpx.Response | str:
-        """The response, or what went wrong on the way; a slot is held only while the request
-        is in flight, not during back-off."""
-        try:
-            async with slots, asyncio.timeout(self.cfg.timeout_s):
-                return await client.post(self.url, json=body)
-        except (TimeoutError, httpx.TimeoutException):
-            return f"no response within {self.cfg.timeout_s:g} s"
-        except httpx.TransportError as e:
-            return f"{type(e).__name__}: {e}"
-
-    def _body(self, text: str, seed: int) -> dict:
-        messages = [{"role": "system", "content": self.prompt}, {"role": "user", "content": text}]
-        return {"model": self.model_name, "messages": messages,
-                "temperature": self.cfg.temperature, "seed": seed}  # fmt: skip
-
-
-def _content(r: httpx.Response, url: str, key: str | None) -> str:
-    try:
-        content = r.json()["choices"][0]["message"]["content"]
-    except (ValueError, LookupError, TypeError):
-        text = _redact(r.text, key)[:300]
-        raise BackendError(f"{url} answered without a chat completion: {text}") from None
-    if not isinstance(content, str):
-        raise BackendError(f"{url} answered with no message content")
-    return _redact(content.strip(), key)
 
 
 _BACKENDS: dict[str, Backend] = {}

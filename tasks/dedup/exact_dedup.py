@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from shards.reader import read_frame
 from shards.schema import DOC_ID, TEXT
-from shards.writer import write_table
-from tasks.partition import StageDir, run_partition
+from shards.workdir import StageDir
+from tasks.partition import keep_once, run_partition
 from tasks.records import StageStats, drop_duplicates
 
 STAGE = "exact_dedup"
@@ -55,20 +55,23 @@ def find_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def all_keys(out: StageDir, parts: list[str]) -> pl.DataFrame:
+    """Every partition's content keys, with its partition name and row number."""
+    return pl.concat(
+        [read_frame(out.keys(p)).with_row_index("row").with_columns(part=pl.lit(p)) for p in parts]
+    )
+
+
 @task(name="exact_dedup_keys")
 def hash_partition(part: str, src: StageDir, out: StageDir) -> None:
     """Write the content keys of one partition."""
-    if not out.keys(part).exists():
-        write_table(
-            content_keys(read_frame(src.kept(part), [DOC_ID, TEXT])).to_arrow(), out.keys(part)
-        )
+    keep_once(out.keys(part), lambda: content_keys(read_frame(src.kept(part), [DOC_ID, TEXT])))
 
 
 @task(name="exact_dedup_group")
 def group_duplicates(out: StageDir, parts: list[str]) -> None:
-    """Find the duplicates of the whole run (once; kept as `duplicates.arrow`)."""
-    if not out.duplicates.exists():
-        write_table(find_duplicates(out.all_keys(parts)).to_arrow(), out.duplicates)
+    """Find the duplicates of the whole run (once; kept as `out.duplicates`)."""
+    keep_once(out.duplicates, lambda: find_duplicates(all_keys(out, parts)))
 
 
 @task(name="exact_dedup")

@@ -1,4 +1,5 @@
-"""LSH buckets, verified candidate pairs and clusters: the reduce steps of near-dup removal.
+"""LSH buckets, verified candidate pairs and clusters: the reduce steps of near-dup removal,
+and the LSH query of augment's near-duplicate check.
 
 Documents are referred to by `ref = (partition index << 32) | row`. Each band is reduced on
 its own: (band key, ref) rows are sorted, and each bucket of two or more documents gives pairs
@@ -56,6 +57,31 @@ def bucket_pairs(keys: np.ndarray, doc_keys: np.ndarray, refs: np.ndarray) -> np
     anchor = r[first][bucket]
     member = ~first
     return np.stack([anchor[member], r[member]], axis=1)
+
+
+def query_pairs(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Every pair of a query document and another document in one of its buckets, as an LSH
+    index's query finds them (`bucket_pairs` finds fewer: enough to connect each bucket).
+
+    Args:
+        keys: (n_docs, bands) band keys (`band_keys`).
+        queries: The rows of `keys` to query.
+
+    Returns:
+        (n_pairs, 2) int64 rows (query, other) with other != query, unique and sorted.
+    """
+    found = [np.empty((0, 2), np.int64)]
+    for band in keys.T:
+        order = np.argsort(band, kind="stable")
+        ranked = band[order]
+        lo = np.searchsorted(ranked, band[queries], "left")
+        counts = np.searchsorted(ranked, band[queries], "right") - lo
+        query = np.repeat(queries, counts)
+        # the bucket of each query, flattened: positions lo .. lo + count - 1
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        other = order[np.repeat(lo, counts) + offsets]
+        found.append(np.stack([query, other], axis=1)[other != query])
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ near-duplicates (dropped with `duplicate_of`), and `cluster_size`: how many inpu
 the kept one stands for, so a trainer can re-weight duplicated content later.
 
 1. sign (map, per partition): MinHash signatures (`tasks/dedup/minhash_sketch.py`) and LSH band
-   keys, written uncompressed to `<part>.keys.arrow` so later steps memory-map them.
+   keys, written uncompressed (`StageDir.keys`) so later steps memory-map them.
 2. pairs (reduce, per group of bands): buckets of each band give candidate pairs, verified
    against the threshold by estimated Jaccard (`tasks/dedup/minhash_cluster.py`).
 3. cluster (reduce): pairs whose documents fastText puts in different languages are
@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from shards.reader import read_frame
 from shards.schema import CLUSTER_SIZE, DOC_ID, LANG, TEXT
-from shards.writer import write_table
+from shards.workdir import StageDir
 from tasks.dedup.minhash_cluster import (
     SignatureStore,
     band_keys,
@@ -45,7 +45,7 @@ from tasks.dedup.minhash_cluster import (
 from tasks.dedup.minhash_sketch import signatures
 from tasks.filter.langid import LangIdConfig, identify, load_model
 from tasks.filter.quality import quality_score
-from tasks.partition import StageDir, run_partition
+from tasks.partition import keep_once, run_partition
 from tasks.records import StageStats, drop_duplicates
 
 STAGE = "minhash"
@@ -272,27 +272,25 @@ def find_clusters(pairs: pl.DataFrame, cfg: MinhashConfig, at: ClusterInputs) ->
 @task(name="minhash_signatures")
 def sign_partition(part: str, src: StageDir, out: StageDir, cfg: MinhashConfig) -> None:
     """Write the signatures and band keys of one partition."""
-    if not out.keys(part).exists():
-        write_table(sign(read_frame(src.kept(part)), cfg), out.keys(part), compression=None)
+    keep_once(out.keys(part), lambda: sign(read_frame(src.kept(part)), cfg), compression=None)
 
 
 @task(name="minhash_buckets")
 def find_pairs(group: int, bands: list[int], out: StageDir, parts: list[str],
                cfg: MinhashConfig) -> None:  # fmt: skip
     """Write the (verified) candidate pairs of one group of bands."""
-    path = out.path / f"pairs-{group:03d}.arrow"
-    if not path.exists():
-        write_table(band_pairs([out.keys(p) for p in parts], bands, cfg).to_arrow(), path)
+    keep_once(out.pairs(group), lambda: band_pairs([out.keys(p) for p in parts], bands, cfg))
 
 
 @task(name="minhash_cluster")
 def cluster_pairs(at: ClusterInputs, cfg: MinhashConfig) -> None:
-    """Find the clusters of the whole run (once; kept as `duplicates.arrow`)."""
-    if at.out.duplicates.exists():
-        return
-    groups = range(len(cfg.band_groups()))
-    pairs = pl.concat([read_frame(at.out.path / f"pairs-{g:03d}.arrow") for g in groups])
-    write_table(find_clusters(pairs, cfg, at).to_arrow(), at.out.duplicates)
+    """Find the clusters of the whole run (once; kept as `out.duplicates`)."""
+
+    def clusters() -> pl.DataFrame:
+        pairs = pl.concat([read_frame(at.out.pairs(g)) for g in range(len(cfg.band_groups()))])
+        return find_clusters(pairs, cfg, at)
+
+    keep_once(at.out.duplicates, clusters)
 
 
 @task(name="minhash")

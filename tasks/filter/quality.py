@@ -10,7 +10,6 @@ computing anything again.
 """
 
 import functools
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shards.reader import read_frame
 from shards.schema import LANG, QUALITY_SIGNALS, TEXT
+from shards.workdir import StageDir
 from tasks.filter.quality_signals import DUP_NGRAMS, TOP_NGRAMS, compute_signals
 from tasks.filter.quality_units import spacy_stop_words
-from tasks.partition import StageDir
-from tasks.records import Rule, StageResult, StageStats, apply_rules, empty_ledger, text_bytes
+from tasks.partition import run_partition
+from tasks.records import Rule, StageResult, StageStats, apply_rules, empty_ledger
 
 STAGE = "quality"
 
@@ -276,6 +276,11 @@ def add_signals(df: pl.DataFrame, cfg: QualityConfig) -> pl.DataFrame:
     return pl.concat([df, signals.with_columns(q_model.alias("q_model"))], how="horizontal")
 
 
+def signals_only(df: pl.DataFrame, cfg: QualityConfig) -> StageResult:
+    """`df` with every signal, nothing removed: the signals kept for `refinery refilter`."""
+    return StageResult(add_signals(df, cfg), empty_ledger())
+
+
 def score_quality(df: pl.DataFrame, cfg: QualityConfig) -> StageResult:
     """Compute the signals and drop the documents that fail a rule."""
     return filter_quality(add_signals(df, cfg), cfg)
@@ -300,14 +305,9 @@ def quality(
     part: str, src: StageDir, signals: StageDir, out: StageDir, cfg: QualityConfig
 ) -> StageStats:
     """Score one partition, unless its signals are kept from an earlier run, and filter it."""
-    if (stats := out.done(part)) is not None:
-        return stats
-    start = time.perf_counter()
-    if signals.done(part) is None:
-        df = read_frame(src.kept(part))
-        scored = StageResult(add_signals(df, cfg), empty_ledger())
-        signals.save(part, scored, scored.stats(signals.stage, df.height, text_bytes(df), 0.0))
-    scored = read_frame(signals.kept(part))
-    result = filter_quality(scored, cfg)
-    seconds = time.perf_counter() - start
-    return out.save(part, result, result.stats(STAGE, scored.height, text_bytes(scored), seconds))
+
+    def scored() -> pl.DataFrame:
+        run_partition(src, signals, part, partial(signals_only, cfg=cfg))
+        return read_frame(signals.kept(part))
+
+    return run_partition(None, out, part, partial(filter_quality, cfg=cfg), read=scored)

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shards.reader import read_manifest
+from shards.manifest import manifest_path, read_manifest, shard_paths
 from shards.schema import TEXT
 from shards.writer import atomic_path
 from tasks.clean.normalize import NormalizeConfig, decode
-from tasks.ingest.ingest import IngestConfig, discover, read_file
+from tasks.ingest.ingest import IngestConfig, read_file
+from tasks.ingest.inputs import discover
 from tasks.output.tokenize import iter_texts
 
 POSITIVE = "__label__hq"
@@ -142,7 +143,7 @@ def _input_texts(uri: str) -> Iterator[str | None]:
 
 
 def _shard_texts(out_dir: Path) -> Iterator[str | None]:
-    paths = [out_dir / shard["path"] for shard in read_manifest(out_dir)["shards"]]
+    paths = shard_paths(out_dir, read_manifest(out_dir)["shards"])
     return (text for batch in iter_texts(paths, columns=(TEXT,)) for text in batch[TEXT])
 
 
@@ -160,7 +161,7 @@ def read_texts(uris: list[str]) -> Iterator[str | None]:
         FileNotFoundError: naming the first URI that matches no readable file.
     """
     sources = [
-        _shard_texts(Path(uri)) if (Path(uri) / "manifest.json").is_file() else _input_texts(uri)
+        _shard_texts(Path(uri)) if manifest_path(Path(uri)).is_file() else _input_texts(uri)
         for uri in uris
     ]
     return (text for source in sources for text in source)

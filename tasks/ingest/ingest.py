@@ -11,10 +11,9 @@ the bytes when a record is not valid UTF-8 (normalize decodes or quarantines it)
 
 import json
 import re
-import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from functools import partial
 from typing import Any, BinaryIO
 
 import fsspec
@@ -37,8 +36,10 @@ from shards.schema import (
     TITLE,
     URL,
 )
+from shards.workdir import StageDir
 from tasks.ingest.extract import ExtractConfig, Extractor
-from tasks.partition import StageDir
+from tasks.ingest.inputs import InputFile, Partition, format_of
+from tasks.partition import run_partition
 from tasks.records import StageResult, StageStats, ledger_rows
 
 STAGE = "ingest"
@@ -60,21 +61,6 @@ BAD_TEXT_TYPE = "ingest_bad_text_type"
 BAD_SCHEMA = "ingest_bad_schema"
 UNREADABLE = "ingest_unreadable"
 
-FORMATS = {
-    ".jsonl": "jsonl",
-    ".jsonl.gz": "jsonl",
-    ".jsonl.zst": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".txt": "text",
-    ".txt.gz": "text",
-    ".warc": "warc",
-    ".warc.gz": "warc",
-    ".wet": "warc",
-    ".wet.gz": "warc",
-    ".wat": "warc",
-    ".wat.gz": "warc",
-}
 # Errors that end the reading of a file: what was read before stays, the rest is quarantined.
 READ_ERRORS = (
     OSError,
@@ -85,79 +71,6 @@ READ_ERRORS = (
     pa.ArrowException,
     RuntimeError,
 )
-
-
-def format_of(path: str) -> str | None:
-    """The input format of `path` by its extension, or None if refinery cannot read it."""
-    name = path.lower()
-    return next((fmt for ext, fmt in FORMATS.items() if name.endswith(ext)), None)
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One input file: its URI, a stable name for ids (relative to its input root), size."""
-
-    uri: str
-    name: str
-    size: int
-    version: str  # mtime or ETag: part of the ingest fingerprint, so changed files are re-read
-
-
-@dataclass(frozen=True)
-class Partition:
-    """A group of input files read by one ingest task."""
-
-    name: str
-    files: tuple[InputFile, ...]
-
-
-def discover(uris: list[str]) -> tuple[list[InputFile], list[str]]:
-    """Expand input URIs (files, directories, globs) into readable files.
-
-    Returns:
-        The readable files, sorted by URI, and the URIs of files skipped for their extension.
-
-    Raises:
-        FileNotFoundError: naming the first input that matches nothing.
-    """
-    found: dict[str, InputFile] = {}
-    ignored: list[str] = []
-    for uri in uris:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if any(c in path for c in "*?["):
-            paths = fs.glob(path)
-        elif fs.isdir(path):
-            paths = fs.find(path)
-        elif fs.exists(path):
-            paths = [path]
-        else:
-            paths = []
-        if not paths:
-            raise FileNotFoundError(f"input not found: {uri}")
-        root = path.rstrip("/").rsplit("/", 1)[0] if fs.isdir(path) else ""
-        for p in sorted(paths):
-            if format_of(p) is None:
-                ignored.append(fs.unstrip_protocol(p))
-                continue
-            info = fs.info(p)
-            version = str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or "")
-            name = p[len(root) + 1 :] if root and p.startswith(root + "/") else p.rsplit("/", 1)[-1]
-            full = fs.unstrip_protocol(p)
-            found[full] = InputFile(full, name, int(info.get("size") or 0), version)
-    return sorted(found.values(), key=lambda f: f.uri), ignored
-
-
-def plan_partitions(files: list[InputFile], partition_bytes: int) -> list[Partition]:
-    """Group files, in order, into partitions of about `partition_bytes` input bytes."""
-    groups: list[list[InputFile]] = []
-    size = 0
-    for f in files:
-        if not groups or size + f.size > partition_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(f)
-        size += f.size
-    return [Partition(f"p{i:05d}", tuple(g)) for i, g in enumerate(groups)]
 
 
 def derived_id(name: str, offset: int) -> str:
@@ -362,11 +275,15 @@ COLUMNS = {
 }
 
 
-def read_partition(files: tuple[InputFile, ...], cfg: IngestConfig) -> StageResult:
-    """Read every record of `files` into kept documents and quarantined/dropped ledger rows."""
+def read_records(files: tuple[InputFile, ...], cfg: IngestConfig) -> pl.DataFrame:
+    """Every record of `files`, with `_kind`, `_reason` and `_detail` set on the bad ones."""
     with Extractor(cfg.extract) as ex:  # its worker starts on the first HTML page
         rows = [row for f in files for row in read_file(f, cfg, ex)]
-    df = pl.DataFrame(rows, schema=COLUMNS, orient="row") if rows else pl.DataFrame(schema=COLUMNS)
+    return pl.DataFrame(rows, schema=COLUMNS, orient="row")
+
+
+def split_records(df: pl.DataFrame) -> StageResult:
+    """Records (`read_records`) into kept documents and quarantined/dropped ledger rows."""
     bad = df.filter(pl.col("_reason").is_not_null())
     return StageResult(
         kept=df.filter(pl.col("_reason").is_null()).drop("_kind", "_reason", "_detail"),
@@ -374,15 +291,13 @@ def read_partition(files: tuple[InputFile, ...], cfg: IngestConfig) -> StageResu
     )
 
 
+def read_partition(files: tuple[InputFile, ...], cfg: IngestConfig) -> StageResult:
+    """Read every record of `files` into kept documents and quarantined/dropped ledger rows."""
+    return split_records(read_records(files, cfg))
+
+
 @task(name="ingest")
 def ingest(part: Partition, out: StageDir, cfg: IngestConfig) -> StageStats:
-    """Read one partition of input files into `out`."""
-    if (stats := out.done(part.name)) is not None:
-        return stats
-    start = time.perf_counter()
-    result = read_partition(part.files, cfg)
-    n_in = result.kept.height + result.removed.height
-    seconds = time.perf_counter() - start
-    in_bytes = sum(f.size for f in part.files)
-    stats = result.stats(STAGE, n_in, in_bytes, seconds)
-    return out.save(part.name, result, stats)
+    """Read one partition of input files into `out` (its input bytes: the files' sizes)."""
+    read, size = partial(read_records, part.files, cfg), sum(f.size for f in part.files)
+    return run_partition(None, out, part.name, split_records, read=read, bytes_in=size)

@@ -14,14 +14,17 @@ import polars as pl
 from matplotlib.figure import Figure  # no pyplot: no global state, no display
 from prefect import task
 
-from shards.reader import read_manifest
+from shards.ledger import ledger_files
+from shards.manifest import manifest_path, read_manifest, shard_paths
 from shards.schema import QUALITY_SIGNALS
+from shards.tokens import tokens_dir
+from shards.workdir import report_dir, report_file
 from shards.writer import atomic_path
 
 
 def load_shards(out: Path) -> pl.DataFrame:
     """The shards' lang and q_* columns (not the text)."""
-    paths = [out / s["path"] for s in read_manifest(out)["shards"]]
+    paths = shard_paths(out, read_manifest(out)["shards"])
     columns = ["lang", *QUALITY_SIGNALS]
     if not paths:
         return pl.DataFrame(schema={c: pl.Float32 for c in columns})
@@ -30,7 +33,7 @@ def load_shards(out: Path) -> pl.DataFrame:
 
 def load_ledger(out: Path) -> pl.DataFrame:
     """Every ledger row, without the text."""
-    paths = sorted((out / "ledger").glob("*/part-*.arrow"))
+    paths = ledger_files(out)
     columns = ["doc_id", "stage", "kind", "reason", "detail"]
     if not paths:
         return pl.DataFrame(schema={c: pl.String for c in columns})
@@ -100,26 +103,28 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+PLOTS = ("languages", "quality_signals", "duplicate_clusters", "removed", "tokens")
+
+
 def build_report(out: Path) -> Path:
     """Write `<out>/report/` and return the path of its `index.html`."""
-    manifest, report = read_manifest(out), out / "report"
+    manifest, report = read_manifest(out), report_dir(out)
     report.mkdir(exist_ok=True)
     shards, ledger = load_shards(out), load_ledger(out)
     reasons = {f"{s}: {r}": n for s, r, n in ledger.group_by("stage", "reason").len().rows()}
-    tokens_manifest = out / "tokens" / "manifest.json"
+    tokens_manifest = manifest_path(tokens_dir(out))
     tokens = json.loads(tokens_manifest.read_text()).get("tokens_per_lang", {}) if (
         tokens_manifest.exists()) else {}  # fmt: skip
     langs = dict(shards["lang"].fill_null("unknown").value_counts().rows())
+    png = {n: report_file(out, n, "png") for n in PLOTS}
     images = [
-        _bars(langs, "Documents kept per language", "documents", report / "languages.png"),
-        plot_signals(shards, report / "quality_signals.png"),
-        plot_clusters(cluster_sizes(ledger), report / "duplicate_clusters.png"),
-        _bars(
-            reasons, "Documents removed, by stage and reason", "documents", report / "removed.png"
-        ),
+        _bars(langs, "Documents kept per language", "documents", png["languages"]),
+        plot_signals(shards, png["quality_signals"]),
+        plot_clusters(cluster_sizes(ledger), png["duplicate_clusters"]),
+        _bars(reasons, "Documents removed, by stage and reason", "documents", png["removed"]),
     ]
     if tokens:
-        images.append(_bars(tokens, "Tokens per language", "tokens", report / "tokens.png"))
+        images.append(_bars(tokens, "Tokens per language", "tokens", png["tokens"]))
     stages = [{"stage": k, **{f: v for f, v in s.items() if f != "quarantined_reasons"}}
               for k, s in manifest["stages"].items()]  # fmt: skip
     page = (
@@ -130,7 +135,7 @@ def build_report(out: Path) -> Path:
         f"<h2>Totals</h2>{_table([manifest['totals']])}<h2>Stages</h2>{_table(stages)}"
         + "".join(f"<h2>{html.escape(i)}</h2><img src='{i}'>" for i in images)
     )
-    index = report / "index.html"
+    index = report_file(out, "index", "html")
     with atomic_path(index) as tmp:
         tmp.write_text(page)
     return index

@@ -1,8 +1,9 @@
 """Tokenize: text shards to packed token shards for pretraining.
 
-In: the text shards (doc_id, text). Out: `<out>/tokens/{train,heldout}/part-*.arrow`, rows of
-`seq_len + 1` token ids (documents joined by the end-of-document token), a held-out split
-chosen by document, the tokenizer, and `tokens/manifest.json`. A byte-level BPE tokenizer is
+In: the text shards (doc_id, text). Out: token shards of a train and a held-out split (see
+`shards.tokens`), rows of `seq_len + 1` token ids (documents joined by the end-of-document
+token), the held-out split chosen by document, the tokenizer, and the token shards' manifest.
+A byte-level BPE tokenizer is
 trained on a bounded sample of the shards unless `tokenizer` names a tokenizer.json. Shards
 are read batch by batch, so memory stays bounded whatever the corpus size.
 """
@@ -21,9 +22,18 @@ from prefect import task
 from pydantic import BaseModel, Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from shards.reader import read_manifest
+from shards.manifest import shard_paths, void_manifest
 from shards.schema import AUGMENTED_FROM
-from shards.tokens import TokenShardWriter, token_dtype, write_token_manifest
+from shards.tokens import (
+    SPLITS,
+    TokenShardWriter,
+    finished_tokens,
+    split_dir,
+    token_dtype,
+    tokenizer_path,
+    tokens_dir,
+    write_token_manifest,
+)
 from shards.writer import atomic_path, sha256_file
 from tasks.progress import StageProgress
 from tasks.records import StageStats
@@ -116,28 +126,40 @@ def load_or_train_tokenizer(cfg: TokenizeConfig, shard_paths: list[Path], dest: 
     return tokenizer
 
 
+def split_families(batch: pl.DataFrame, cfg: TokenizeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Which documents of `batch` go to train and which to held-out (boolean masks).
+
+    A rewrite goes where its source goes, so held-out text has no rewrite in train; rewrites
+    of held-out documents are left out (in neither mask), so held-out text is all original.
+    """
+    family = batch[AUGMENTED_FROM].fill_null(batch["doc_id"]).to_list()
+    held_family = is_heldout(family, cfg.heldout_fraction, cfg.seed)
+    rewritten = batch[AUGMENTED_FROM].is_not_null().to_numpy()
+    return ~held_family, held_family & ~rewritten
+
+
+def token_stats(manifest: dict[str, Any], seconds: float = 0.0) -> StageStats:
+    """The stage's stats from its manifest: every document of the text shards is in."""
+    n_docs = manifest["documents"] + manifest.get("rewrites_of_heldout_skipped", 0)
+    return StageStats(STAGE, n_docs, n_docs, seconds=seconds)
+
+
 @task(name="tokenize")
 def tokenize(
     out_dir: Path, shards: list[dict[str, Any]], cfg: TokenizeConfig, fingerprint: str
 ) -> StageStats:
     """Write the token shards of the text `shards` in `out_dir` (skipped if already done)."""
-    root = out_dir / "tokens"
-    done = root / "manifest.json"
-    if done.exists() and (manifest := read_manifest(root))["fingerprint"] == fingerprint:
-        n_docs = manifest["documents"] + manifest.get("rewrites_of_heldout_skipped", 0)
-        return StageStats(STAGE, n_docs, n_docs, seconds=0.0)
-    done.unlink(missing_ok=True)
+    root = tokens_dir(out_dir)
+    if (manifest := finished_tokens(root, fingerprint)) is not None:
+        return token_stats(manifest)
+    void_manifest(root)
     start = time.perf_counter()
-    paths = [out_dir / s["path"] for s in shards]
-    tokenizer = load_or_train_tokenizer(cfg, paths, root / "tokenizer.json")
+    paths = shard_paths(out_dir, shards)
+    tokenizer = load_or_train_tokenizer(cfg, paths, tokenizer_path(root))
     with StageProgress(STAGE, len(paths), unit="text shards") as progress:
         manifest = write_token_shards(paths, tokenizer, cfg, root, progress.update)
-    manifest["fingerprint"] = fingerprint
-    write_token_manifest(root, manifest)
-    n_docs = manifest["documents"] + manifest["rewrites_of_heldout_skipped"]
-    stats = StageStats(STAGE, n_docs, n_docs)  # every document is in the text shards
-    stats.seconds = time.perf_counter() - start
-    return stats
+    write_token_manifest(root, manifest | {"fingerprint": fingerprint})
+    return token_stats(manifest, time.perf_counter() - start)
 
 
 def write_token_shards(
@@ -151,28 +173,20 @@ def write_token_shards(
 
     `on_shard(n)` is called after each text shard, with the number done so far.
     """
-    vocab, eod, pad = (
-        tokenizer.get_vocab_size(),
-        tokenizer.token_to_id(EOD),
-        tokenizer.token_to_id(PAD),
-    )
-    dtype = token_dtype(vocab)
+    eod, pad = tokenizer.token_to_id(EOD), tokenizer.token_to_id(PAD)
+    dtype = token_dtype(tokenizer.get_vocab_size())
     writers = {
-        split: TokenShardWriter(root / split, cfg.seq_len + 1, dtype, pad, cfg.rows_per_shard)
-        for split in ("train", "heldout")
-    }
-    docs = {"train": 0, "heldout": 0}
+        split: TokenShardWriter(split_dir(root, split), cfg.seq_len + 1, dtype, pad,
+                                cfg.rows_per_shard)
+        for split in SPLITS
+    }  # fmt: skip
+    docs = dict.fromkeys(SPLITS, 0)
     skipped = 0
     tokens_per_lang: Counter[str] = Counter()
     for done, path in enumerate(paths, 1):
         for batch in iter_texts([path], columns=("doc_id", "text", "lang", AUGMENTED_FROM)):
-            # A rewrite goes where its source goes, so held-out text has no rewrite in train;
-            # rewrites of held-out documents are left out, so held-out text is all original.
-            family = batch[AUGMENTED_FROM].fill_null(batch["doc_id"]).to_list()
-            held_family = is_heldout(family, cfg.heldout_fraction, cfg.seed)
-            rewritten = batch[AUGMENTED_FROM].is_not_null().to_numpy()
-            train, heldout = ~held_family, held_family & ~rewritten
-            skipped += int((held_family & rewritten).sum())
+            train, heldout = split_families(batch, cfg)
+            skipped += batch.height - int(train.sum()) - int(heldout.sum())  # in neither
             texts, langs = batch["text"].to_list(), batch["lang"].fill_null("unknown").to_list()
             for split, mask in (("train", train), ("heldout", heldout)):
                 ids, lengths = encode([t for t, m in zip(texts, mask, strict=True) if m],
@@ -184,15 +198,28 @@ def write_token_shards(
         on_shard(done)
     for writer in writers.values():
         writer.close()
+    counts = {"documents": sum(docs.values()), "rewrites_of_heldout_skipped": skipped,
+              "tokens_per_lang": dict(tokens_per_lang.most_common())}  # fmt: skip
+    return token_manifest(tokenizer, cfg, root, counts, writers, docs)
+
+
+def token_manifest(
+    tokenizer: Tokenizer,
+    cfg: TokenizeConfig,
+    root: Path,
+    counts: dict[str, Any],
+    writers: dict[str, TokenShardWriter],
+    docs: dict[str, int],
+) -> dict[str, Any]:
+    """The token shards' manifest: what a reader needs to decode them, the document `counts`,
+    and each split's documents (`docs`) and shards."""
     return {
         "seq_len": cfg.seq_len,
-        "dtype": dtype.name,
-        "vocab_size": vocab,
+        "dtype": token_dtype(tokenizer.get_vocab_size()).name,
+        "vocab_size": tokenizer.get_vocab_size(),
         "special_tokens": {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS},
-        "tokenizer_sha256": sha256_file(root / "tokenizer.json"),
-        "documents": sum(docs.values()),
-        "rewrites_of_heldout_skipped": skipped,
-        "tokens_per_lang": dict(tokens_per_lang.most_common()),
+        "tokenizer_sha256": sha256_file(tokenizer_path(root)),
+        **counts,
         "splits": {
             split: {
                 "documents": docs[split],

@@ -1,11 +1,11 @@
 """Shard writer: the kept documents, in input order, as Arrow IPC shards; plus the ledger.
 
-In: the last stage's partitions. Out: `<out>/part-{i:05d}.arrow` (zstd, `SHARD_SCHEMA`) of about
-`size_limit` bytes each, and `<out>/ledger/<stage>/part-{i:05d}.arrow` with every removed row.
-A stage that did not run leaves its columns null.
+In: the last stage's partitions. Out: the shards (zstd, `SHARD_SCHEMA`, see
+`shards.writer.ShardWriter`) of about `size_limit` bytes each, the ledger with every removed row
+(`shards.ledger`) and the run's manifest (`shards.manifest`). A stage that did not run leaves its
+columns null.
 """
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,19 @@ import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, Field
 
-from shards import failpoints
-from shards.manifest import build_manifest, stage_entry, write_manifest
-from shards.reader import read_frame, read_manifest
+from shards import ledger
+from shards.manifest import (
+    build_manifest,
+    finished_manifest,
+    remove_unlisted_shards,
+    stage_entry,
+    void_manifest,
+    write_manifest,
+)
+from shards.reader import read_frame
 from shards.schema import SHARD_SCHEMA
-from shards.writer import ShardWriter, atomic_path
-from tasks.partition import StageDir
+from shards.workdir import StageDir
+from shards.writer import ShardWriter
 from tasks.records import StageStats
 
 STAGE = "shards"
@@ -36,11 +43,29 @@ def to_shard_table(df: pl.DataFrame) -> pa.Table:
     return df.with_columns(missing).select(SHARD_SCHEMA.names).to_arrow().cast(SHARD_SCHEMA)
 
 
-def remove_stale(directory: Path, pattern: str, keep: set[str]) -> None:
-    """Delete files matching `pattern` in `directory` that a run no longer produces."""
-    for path in directory.glob(pattern):
-        if path.name not in keep:
-            path.unlink()
+def write_text_shards(paths: list[Path], out_dir: Path, size_limit: int) -> list[dict[str, Any]]:
+    """Write the rows of the partition files `paths`, in order, as shards into `out_dir`, and
+    remove the shards of an earlier run that are not written again.
+
+    Args:
+        paths: The last stage's kept rows, one file per partition.
+        out_dir: The output directory.
+        size_limit: Uncompressed bytes per shard.
+
+    Returns:
+        The shards' manifest entries (file, rows, bytes, sha256).
+    """
+    with ShardWriter(out_dir, SHARD_SCHEMA, size_limit) as writer:
+        for path in paths:
+            writer.write(to_shard_table(read_frame(path)))
+    remove_unlisted_shards(out_dir, writer.shards)
+    return writer.shards
+
+
+def shard_stats(shards: list[dict[str, Any]], seconds: float) -> StageStats:
+    """The shards stage's stats: every row in is kept."""
+    rows, nbytes = sum(s["rows"] for s in shards), sum(s["bytes"] for s in shards)
+    return StageStats(STAGE, rows, rows, bytes_out=nbytes, seconds=seconds)
 
 
 @task(name="shards")
@@ -50,56 +75,18 @@ def write_shards(
     """Write the shards, unless a finished run with the same fingerprint already has."""
     if (done := finished_manifest(out_dir, fingerprint)) is not None:
         entry = done["stages"][STAGE]
-        return done["shards"], StageStats(
-            STAGE, entry["in"], entry["kept"], bytes_out=entry["bytes_out"]
-        )
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # shards change: the old one is void
+        return done["shards"], StageStats(STAGE, entry["in"], entry["kept"],
+                                          bytes_out=entry["bytes_out"])  # fmt: skip
+    void_manifest(out_dir)  # the shards change: the old manifest no longer describes them
     start = time.perf_counter()
-    with ShardWriter(out_dir, SHARD_SCHEMA, cfg.size_limit) as writer:
-        for part in parts:
-            writer.write(to_shard_table(read_frame(src.kept(part))))
-    remove_stale(out_dir, "part-*.arrow", {s["path"] for s in writer.shards})
-    rows = sum(s["rows"] for s in writer.shards)
-    nbytes = sum(s["bytes"] for s in writer.shards)
-    stats = StageStats(STAGE, rows, rows, bytes_out=nbytes, seconds=time.perf_counter() - start)
-    return writer.shards, stats
-
-
-def _link(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        try:
-            os.link(src, tmp)
-        except OSError:  # another file system: copy instead
-            tmp.write_bytes(src.read_bytes())
+    shards = write_text_shards([src.kept(p) for p in parts], out_dir, cfg.size_limit)
+    return shards, shard_stats(shards, time.perf_counter() - start)
 
 
 @task(name="ledger")
 def publish_ledger(stages: list[StageDir], parts: list[str], out_dir: Path) -> None:
-    """Expose each stage's removed rows as `<out>/ledger/<stage>/part-{i:05d}.arrow`."""
-    ledger = out_dir / "ledger"
-    for stage in stages:
-        names = {f"part-{i:05d}.arrow": part for i, part in enumerate(parts)}
-        for name, part in names.items():
-            failpoints.hit("ledger-link")
-            _link(stage.ledger(part), ledger / stage.stage / name)
-        remove_stale(ledger / stage.stage, "part-*.arrow", set(names))
-    for stale in ledger.glob("*/part-*.arrow"):
-        if stale.parent.name not in {s.stage for s in stages}:
-            stale.unlink()
-
-
-def finished_manifest(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The manifest of a finished run with the same fingerprint, if its shards are all there."""
-    try:
-        manifest = read_manifest(out_dir)
-    except FileNotFoundError:
-        return None
-    same = manifest.get("fingerprint") == fingerprint
-    return (
-        manifest
-        if same and all((out_dir / s["path"]).exists() for s in manifest["shards"])
-        else None
-    )
+    """Expose each stage's removed rows in the output's ledger (`shards.ledger.publish`)."""
+    ledger.publish(out_dir, {stage.stage: [stage.ledger(p) for p in parts] for stage in stages})
 
 
 @task(name="manifest")

@@ -8,9 +8,9 @@ import pytest
 
 from flows.config import load_config
 from flows.prepare import prepare
-from model.tiny_seq2seq import build_byt5, build_marian
 from shards.reader import read_manifest, read_shards
 from tests.conftest import SAMPLE, write_jsonl
+from tests.tiny_seq2seq import build_byt5, build_marian
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

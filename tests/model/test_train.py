@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model.ds_config import PretrainConfig
-from tasks.pretrain import read_metrics, write_run_spec
+from model.launch import read_metrics, write_run_spec
 
 pytestmark = pytest.mark.slow
 

@@ -85,14 +85,15 @@ class ReversingBackend:
 @pytest.fixture
 def stage_dirs(tmp_path):
     from shards.schema import SOURCE
-    from tasks.partition import StageDir
+    from shards.workdir import StageDir
+    from tasks.partition import save
     from tasks.records import StageResult, StageStats, empty_ledger
 
     src = StageDir("quality", tmp_path / "quality-0")
     df = wiki_docs(24).with_columns(pl.lit("en").alias("lang"), pl.lit("x").alias(SOURCE))
     for i, part in enumerate(["p0", "p1"]):
         chunk = df.slice(12 * i, 12)
-        src.save(part, StageResult(chunk, empty_ledger()), StageStats("quality", 12, 12))
+        save(src, part, StageResult(chunk, empty_ledger()), StageStats("quality", 12, 12))
     return src, StageDir("augment", tmp_path / "augment-0")
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.tiny_seq2seq import build_byt5, build_marian
 from tasks.augment import backends as ab
+from tasks.augment import base, llm
 from tasks.augment.augment import AugmentConfig
 from tests.conftest import english
+from tests.tiny_seq2seq import build_byt5, build_marian
 
 KEY = "sk-test-5f1e9c0a7d3b4e21"
 KEY_ENV = "REFINERY_TEST_AUGMENT_KEY"
@@ -131,7 +132,7 @@ def test_generate_sorts_by_length_pads_minimally_and_keeps_input_order():
     step = ab.Seq2Seq(ByT5Tokenizer(), model)
     sentences = [f"sentence {'x' * n} ends" for n in (5, 40, 1, 22, 3, 30, 0, 12, 9, 17)]
     cfg = AugmentConfig(batch_size=3)
-    with ab._bar(len(sentences), "test", "sentence") as bar:
+    with base.progress_bar(len(sentences), "test", "sentence") as bar:
         assert ab.generate(step, sentences, cfg, False, bar) == sentences
     lengths = [b.tolist() for b in model.batches]
     assert [len(b) for b in lengths] == [3, 3, 3, 1]
@@ -337,7 +338,7 @@ def test_llm_sends_prompt_key_and_seed(chat: ChatServer):
         ["Rewritten (10): Another.", "Rewritten (11): Another."],
     ]
     assert len(chat.requests) == 4
-    prompt = (ab.PROMPTS / "wikipedia.txt").read_text().strip()
+    prompt = (llm.PROMPTS / "wikipedia.txt").read_text().strip()
     for request in chat.requests:
         assert request["path"] == "/v1/chat/completions"
         assert request["auth"] == f"Bearer {KEY}"
@@ -363,7 +364,7 @@ def test_llm_styles_by_name_and_path(chat: ChatServer, tmp_path: Path, style: st
     ab.make_backend(llm_cfg(chat, style=str(own))).rewrite(["y"], ["en"], 1, seed=0)
     systems = [r["body"]["messages"][0]["content"] for r in chat.requests]
     assert systems == [
-        (ab.PROMPTS / f"{style}.txt").read_text().strip(),
+        (llm.PROMPTS / f"{style}.txt").read_text().strip(),
         "Rewrite it as a contract clause.",
     ]
 
@@ -396,7 +397,7 @@ def test_llm_never_has_more_than_concurrency_requests_in_flight(chat: ChatServer
 def test_failing_endpoint_raises_backend_error_without_the_key(chat: ChatServer, caplog):
     caplog.set_level(logging.DEBUG)
     backend = ab.make_backend(llm_cfg(chat, llm_model="broken", retries=3))
-    with pytest.raises(ab.BackendError, match="after 4 attempts: HTTP 503") as e:
+    with pytest.raises(base.BackendError, match="after 4 attempts: HTTP 503") as e:
         backend.rewrite(["doomed"], ["en"], variants=1, seed=0)
     assert chat.seen["doomed"] == 4  # retries + 1
     assert "[redacted]" in str(e.value) and KEY not in str(e.value)
@@ -405,7 +406,7 @@ def test_failing_endpoint_raises_backend_error_without_the_key(chat: ChatServer,
 
 def test_refused_request_fails_at_once(chat: ChatServer):
     backend = ab.make_backend(llm_cfg(chat, endpoint=chat.url("/wrong")))
-    with pytest.raises(ab.BackendError, match="refused the request: HTTP 404"):
+    with pytest.raises(base.BackendError, match="refused the request: HTTP 404"):
         backend.rewrite(["lost"], ["en"], variants=1, seed=0)
     assert chat.seen["lost"] == 1
 
@@ -416,7 +417,7 @@ def test_connection_errors_are_retried_then_raised():
         port = s.getsockname()[1]  # closed again: nothing listens there
     cfg = AugmentConfig(enabled=True, backend="llm", endpoint=f"http://127.0.0.1:{port}/v1",
                         llm_model="m", retries=1, backoff_s=0.01)  # fmt: skip
-    with pytest.raises(ab.BackendError, match="after 2 attempts: ConnectError"):
+    with pytest.raises(base.BackendError, match="after 2 attempts: ConnectError"):
         ab.make_backend(cfg).rewrite(["x"], ["en"], variants=1, seed=0)
 
 
@@ -426,6 +427,6 @@ def test_key_echoed_by_the_server_is_redacted_from_outputs(chat: ChatServer):
 
 
 def test_malformed_answer_raises_backend_error_without_the_key(chat: ChatServer):
-    with pytest.raises(ab.BackendError, match="without a chat completion") as e:
+    with pytest.raises(base.BackendError, match="without a chat completion") as e:
         ab.make_backend(llm_cfg(chat)).rewrite(["bad-json"], ["en"], variants=1, seed=0)
     assert "[redacted]" in str(e.value) and KEY not in str(e.value)

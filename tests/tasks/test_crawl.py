@@ -20,7 +20,8 @@ import pytest
 from pydantic import ValidationError
 from warcio.archiveiterator import ArchiveIterator
 
-from tasks.ingest.ingest import IngestConfig, discover, read_partition
+from tasks.ingest.ingest import IngestConfig, read_partition
+from tasks.ingest.inputs import discover
 from tasks.web import crawl as cr
 from tasks.web.crawl_fetch import CrawlError, Fetcher, Inflater, retry_after
 from tests.conftest import english

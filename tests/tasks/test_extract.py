@@ -14,7 +14,7 @@ from warcio.warcwriter import WARCWriter
 from shards.schema import EXTRACTION
 from tasks.ingest import extract as ext
 from tasks.ingest import ingest as ing
-from tasks.ingest import warc
+from tasks.ingest import inputs, warc
 from tasks.output.write_shards import to_shard_table
 
 ARTICLE = (
@@ -230,7 +230,7 @@ def test_every_kind_of_record_ends_in_one_place(tmp_path):
         _wat(w, "http://a.test/ok", "response", "Der Fluss")
         _wat(w, "http://a.test/ok", "request", None)  # about a request: not a document
     (tmp_path / "crawl.wat.gz").write_bytes(path.read_bytes())  # a WAT name reads the same
-    files, _ = ing.discover([str(path)])
+    files, _ = inputs.discover([str(path)])
     cfg = ing.IngestConfig(extract=ext.ExtractConfig(max_html_bytes=len(ARTICLE) * 2))
     result = ing.read_partition(tuple(files), cfg)
     kept = result.kept
@@ -264,7 +264,7 @@ def test_extraction_column_names_the_settings_and_reaches_the_shards(tmp_path):
         w.write_record(w.create_warc_record("http://a.test/d", "conversion", payload=text))
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text(json.dumps({"id": "j1", "url": "http://a.test/e", "text": "Plain."}) + "\n")
-    files, _ = ing.discover([str(path), str(jsonl)])
+    files, _ = inputs.discover([str(path), str(jsonl)])
     kept = ing.read_partition(tuple(files), ing.IngestConfig()).kept.sort("url")
     shards = pl.from_arrow(to_shard_table(kept))
     assert shards["url"].to_list() == [f"http://a.test/{c}" for c in "abcde"]
@@ -272,7 +272,7 @@ def test_extraction_column_names_the_settings_and_reaches_the_shards(tmp_path):
 
 
 def test_real_crawl_files_give_sensible_documents():
-    files, _ = ing.discover([str(ing_sample_web())])
+    files, _ = inputs.discover([str(ing_sample_web())])
     assert {f.name.split(".", 1)[1] for f in files} >= {"warc.gz", "warc.wet.gz", "warc.wat.gz"}
     result = ing.read_partition(tuple(files), ing.IngestConfig())
     kept = result.kept

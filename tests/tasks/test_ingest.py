@@ -7,13 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.ingest import ingest as ing
+from tasks.ingest import inputs
 from tests.conftest import SAMPLE, write_jsonl
 
 CFG = ing.IngestConfig()
 
 
 def read(*paths: Path) -> ing.StageResult:
-    files, _ = ing.discover([str(p) for p in paths])
+    files, _ = inputs.discover([str(p) for p in paths])
     return ing.read_partition(tuple(files), CFG)
 
 
@@ -99,18 +100,18 @@ def test_discover_directories_globs_and_missing(tmp_path):
     (tmp_path / "sub").mkdir()
     write_jsonl(tmp_path / "sub" / "b.jsonl", [{"text": "b"}])
     (tmp_path / "README.md").write_text("not data")
-    files, ignored = ing.discover([str(tmp_path)])
+    files, ignored = inputs.discover([str(tmp_path)])
     assert [f.name for f in files] == [f"{tmp_path.name}/a.jsonl", f"{tmp_path.name}/sub/b.jsonl"]
     assert ignored and ignored[0].endswith("README.md")
-    files, _ = ing.discover([str(tmp_path / "*.jsonl")])
+    files, _ = inputs.discover([str(tmp_path / "*.jsonl")])
     assert len(files) == 1
     with pytest.raises(FileNotFoundError, match=r"input not found: .*nope"):
-        ing.discover([str(tmp_path / "nope")])
+        inputs.discover([str(tmp_path / "nope")])
 
 
 def test_plan_partitions_groups_files_by_size():
-    files = [ing.InputFile(f"f{i}", f"f{i}", 100, "") for i in range(5)]
-    parts = ing.plan_partitions(files, 250)
+    files = [inputs.InputFile(f"f{i}", f"f{i}", 100, "") for i in range(5)]
+    parts = inputs.plan_partitions(files, 250)
     assert [len(p.files) for p in parts] == [2, 2, 1]
     assert [p.name for p in parts] == ["p00000", "p00001", "p00002"]
 

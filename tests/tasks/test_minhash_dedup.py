@@ -10,8 +10,15 @@ import pyarrow as pa
 import pytest
 from datasketch import LeanMinHash, MinHash
 
+from shards.workdir import StageDir
 from shards.writer import write_table
-from tasks.dedup.minhash_cluster import bucket_pairs, connected_components, make_refs, mapped_matrix
+from tasks.dedup.minhash_cluster import (
+    bucket_pairs,
+    connected_components,
+    make_refs,
+    mapped_matrix,
+    query_pairs,
+)
 from tasks.dedup.minhash_dedup import (
     ClusterInputs,
     MinhashConfig,
@@ -22,7 +29,6 @@ from tasks.dedup.minhash_dedup import (
 )
 from tasks.dedup.minhash_sketch import hash_shingle, shingles, signatures
 from tasks.filter.langid import LangIdConfig
-from tasks.partition import StageDir
 from tests.conftest import DATA, SAMPLE
 
 CFG = MinhashConfig()
@@ -82,6 +88,13 @@ def test_bucket_pairs_join_each_member_to_the_anchor():
     refs = make_refs(0, 6)
     pairs = {tuple(p) for p in bucket_pairs(keys, doc_keys, refs).tolist()}
     assert pairs == {(2, 0), (2, 3), (1, 5)}
+
+
+def test_query_pairs_join_each_query_to_every_member_of_its_buckets():
+    keys = np.array([[5, 1], [7, 1], [5, 2], [5, 3], [9, 3], [7, 4]], np.uint64)  # 2 bands
+    pairs = {tuple(p) for p in query_pairs(keys, np.array([2, 4])).tolist()}
+    assert pairs == {(2, 0), (2, 3), (4, 3)}
+    assert query_pairs(keys, np.array([], np.int64)).shape == (0, 2)
 
 
 def test_signatures_are_memory_mapped_not_copied(tmp_path):

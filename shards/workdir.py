@@ -1,0 +1,186 @@
+"""Where a run's work lives on disk: each stage's work directory and every file in it.
+
+An output directory holds the shards and `manifest.json` (`shards.manifest`), the ledger
+(`shards.ledger`), the token shards (`shards.tokens`), the report, and two folders of work:
+
+- `crawl/` (`crawl_dir`): a crawl's state and WARC files, `ledger.arrow` (every refused or
+  failed URL) and `crawl.json` (its stats).
+- `work/` (`work_dir`): one `<stage>-<fingerprint>` directory per stage run (`StageDir`). The
+  fingerprint hashes the stage's config and its upstream stage's fingerprint: changing one
+  stage's config gives it (and every stage after it) a fresh directory, while the stages
+  before it are found done.
+
+Per partition a stage writes `<part>.arrow` (kept rows), `<part>.ledger.arrow` (removed rows)
+and, last, `<part>.stats.json`: the stats file is the completion marker, so a partition killed
+half way is simply computed again. A step of a stage with partition files of its own (augment's
+vetted variants) writes them as `<part>.<step>.arrow`, `<part>.<step>.ledger.arrow` and
+`<part>.<step>.stats.json`. Results of the whole run sit beside them (`duplicates.arrow`, ...).
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from shards import failpoints
+from shards.schema import SCHEMA_VERSION
+from shards.writer import write_json, write_table
+
+
+def fingerprint(stage: str, config: dict[str, Any], upstream: str) -> str:
+    """A short, stable hash of a stage's name, config and upstream fingerprint."""
+    blob = json.dumps(
+        {"stage": stage, "config": config, "upstream": upstream, "schema": SCHEMA_VERSION},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def work_dir(out_dir: Path) -> Path:
+    """The folder of the stages' work directories in an output directory."""
+    return out_dir / "work"
+
+
+def crawl_dir(out_dir: Path) -> Path:
+    """Where `prepare` crawls to, in an output directory."""
+    return out_dir / "crawl"
+
+
+def crawl_ledger(crawl: Path) -> Path:
+    """Every URL the crawl in `crawl` refused (dropped) or failed on (quarantined)."""
+    return crawl / "ledger.arrow"
+
+
+def crawl_summary(crawl: Path) -> Path:
+    """A crawl's stats, requests and WARC files, in crawl directory `crawl`."""
+    return crawl / "crawl.json"
+
+
+def crawl_state(crawl: Path) -> Path:
+    """A crawl's SQLite state: frontier, fetched set, robots.txt cache, WARC bookkeeping."""
+    return crawl / "state.sqlite"
+
+
+def crawl_warc_dir(crawl: Path) -> Path:
+    """The folder of a crawl's WARC files."""
+    return crawl / "warc"
+
+
+def crawl_warc(crawl: Path, n: int) -> Path:
+    """WARC file `n` of a crawl; it is written as `<name>.part` and renamed when full."""
+    return crawl_warc_dir(crawl) / f"crawl-{n:05d}.warc.gz"
+
+
+def crawl_warcs(crawl: Path) -> list[Path]:
+    """A crawl's finished WARC files, in order."""
+    return sorted(crawl_warc_dir(crawl).glob("crawl-*.warc.gz"))
+
+
+def report_file(out_dir: Path, name: str, kind: str) -> Path:
+    """A file of the run report: `kind` is "png" for a plot, "html" for the page."""
+    return report_dir(out_dir) / f"{name}.{kind}"
+
+
+def report_dir(out_dir: Path) -> Path:
+    """The run report's folder (`index.html` and its plots) in an output directory."""
+    return out_dir / "report"
+
+
+@dataclass(frozen=True)
+class StageDir:
+    """The work directory of one stage run: `<work>/<stage>-<fingerprint>/`.
+
+    Args:
+        stage: The stage's name.
+        path: The directory.
+        step: Set on the view of a step with partition files of its own (see `variants`).
+    """
+
+    stage: str
+    path: Path
+    step: str = ""
+
+    @classmethod
+    def of(cls, work: Path, stage: str, config: dict[str, Any], upstream: str) -> "StageDir":
+        """The directory of `stage` run with `config` after the stage `upstream` names."""
+        return cls(stage, work / f"{stage}-{fingerprint(stage, config, upstream)}")
+
+    @classmethod
+    def named(cls, work: Path, stage: str, name: str) -> "StageDir":
+        """The directory `name` (as a run's manifest lists it) of `stage` under `work`."""
+        return cls(stage, work / name)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.path.name.rsplit("-", 1)[1]
+
+    def _file(self, part: str, suffix: str) -> Path:
+        return self.path / (f"{part}.{self.step}{suffix}" if self.step else f"{part}{suffix}")
+
+    def kept(self, part: str) -> Path:
+        """The rows partition `part` kept (lz4: a work file)."""
+        return self._file(part, ".arrow")
+
+    def ledger(self, part: str) -> Path:
+        """The rows partition `part` removed (ledger rows)."""
+        return self._file(part, ".ledger.arrow")
+
+    def marker(self, part: str) -> Path:
+        """Partition `part`'s stats, written last: the partition is done once it exists."""
+        return self._file(part, ".stats.json")
+
+    def keys(self, part: str) -> Path:
+        """Per-row keys of partition `part` for a dedup stage's reduce (content hashes, or
+        MinHash signatures and band keys, uncompressed so they can be memory-mapped)."""
+        return self._file(part, ".keys.arrow")
+
+    @property
+    def duplicates(self) -> Path:
+        """The rows a dedup stage drops (`part`, `row`, `duplicate_of`), found over all parts."""
+        return self.path / "duplicates.arrow"
+
+    def pairs(self, group: int) -> Path:
+        """MinHash's verified candidate pairs of band group `group`."""
+        return self.path / f"pairs-{group:03d}.arrow"
+
+    @property
+    def selection(self) -> Path:
+        """The documents augment rewrites (doc_id, part), chosen over the whole run."""
+        return self.path / "selection.arrow"
+
+    def batch(self, part: str, index: int) -> Path:
+        """Augment's rewrites of the `index`-th batch of partition `part`'s chosen documents."""
+        return self.path / f"{part}.batch-{index:05d}.arrow"
+
+    def batches(self, part: str) -> list[Path]:
+        """The rewrite batches of partition `part` written so far, in order."""
+        return sorted(self.path.glob(f"{part}.batch-*.arrow"))
+
+    @property
+    def variants(self) -> "StageDir":
+        """Augment's vetted rewrites: kept ones as `kept`, rejected ones as `ledger`."""
+        return replace(self, step="variants")
+
+    @property
+    def near_duplicates(self) -> Path:
+        """Augment's new documents that near-duplicate a kept one (doc_id, duplicate_of)."""
+        return self.path / "near_duplicates.arrow"
+
+    def read_stats(self, part: str) -> dict[str, Any] | None:
+        """The saved stats of a finished partition, or None if it must be (re)computed."""
+        path = self.marker(part)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_partition(
+        self, part: str, kept: pa.Table, removed: pa.Table, stats: dict[str, Any]
+    ) -> None:
+        """Write kept rows (lz4: a work file), ledger rows, then the stats marker, each
+        atomically."""
+        write_table(kept, self.kept(part), compression="lz4")
+        write_table(removed, self.ledger(part))
+        failpoints.hit("partition-stats")
+        write_json(stats, self.marker(part))
