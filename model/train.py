@@ -108,6 +108,7 @@ class Run:
     sampler: ResumableSampler
     metrics: Metrics
     peak: float | None  # TFLOPS per device, for MFU
+    params: int  # counted before ZeRO-3 partitions them: after, each rank holds only a shard
 
     @property
     def checkpoints(self) -> Path:
@@ -139,6 +140,7 @@ def setup(run_dir: Path) -> Run:
     gpt = cfg.gpt_config(meta["vocab_size"], meta["seq_len"])
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
     model = GPT(gpt)
+    params = model.num_params()
     bf16 = use_bf16(cfg, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, bf16)
@@ -146,7 +148,7 @@ def setup(run_dir: Path) -> Run:
     sampler = ResumableSampler(len(train_set), world, rank, cfg.micro_batch, cfg.seed)
     metrics = Metrics(run_dir / METRICS)
     return Run(run_dir, cfg, gpt, meta["special_tokens"], train_set, heldout, model, engine,
-               sampler, metrics, peak_tflops(cfg))  # fmt: skip
+               sampler, metrics, peak_tflops(cfg), params)  # fmt: skip
 
 
 def resume(run: Run) -> int:
@@ -225,7 +227,7 @@ def write_final(run: Run, step: int, eval_loss: float, ppl: float) -> None:
     if dist.get_rank() == 0:
         checkpoint = str(run.checkpoints / f"step{step:08d}")
         final = {"step": step, "eval_loss": eval_loss, "perplexity": ppl,
-                 "checkpoint": checkpoint, "params": run.model.num_params()}  # fmt: skip
+                 "checkpoint": checkpoint, "params": run.params}  # fmt: skip
         write_json(final, run.dir / FINAL)
     dist.barrier()
 
@@ -238,7 +240,7 @@ def train(run_dir: Path) -> None:
     """
     run = setup(run_dir)
     cfg, step = run.cfg, resume(run)
-    flops = flops_per_token(run.gpt, run.model.num_params(), run.seq_len)
+    flops = flops_per_token(run.gpt, run.params, run.seq_len)
     eval_loss = ppl = None
     while step < cfg.max_steps:
         start = time.perf_counter()

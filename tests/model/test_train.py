@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from model.ds_config import PretrainConfig
+from model.gpt import GPT, flops_per_token
 from model.launch import read_metrics, write_run_spec
 
 pytestmark = pytest.mark.slow
@@ -31,12 +32,22 @@ def finish(proc: subprocess.Popen, run: Path) -> list[dict]:
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_loss_falls_with_zero_stage(token_dir, tmp_path, stage):
-    rows = finish(launch(token_dir, tmp_path, zero_stage=stage, max_steps=30), tmp_path)
+    run = launch(token_dir, tmp_path, zero_stage=stage, max_steps=30, peak_tflops=1.0)
+    rows = finish(run, tmp_path)
     assert [r["step"] for r in rows] == list(range(1, 31))
     first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-5:]) / 5
     assert last < first - 0.5, (first, last)
     final = json.loads((tmp_path / "final.json").read_text())
     assert final["step"] == 30 and final["perplexity"] < 512
+    # The whole model's count, also when ZeRO-3 holds a shard of it on each rank, in
+    # final.json and in the FLOPs behind MFU (peak 1 TFLOPS per rank, 2 ranks).
+    manifest = json.loads((token_dir / "manifest.json").read_text())
+    gpt = PretrainConfig(**SMALL).gpt_config(manifest["vocab_size"], manifest["seq_len"])
+    params = GPT(gpt).num_params()
+    assert final["params"] == params
+    flops = flops_per_token(gpt, params, manifest["seq_len"])
+    row = rows[-1]
+    assert row["mfu"] == pytest.approx(flops * row["tokens_per_sec"] / 2e12, rel=0.01, abs=1e-4)
     assert (tmp_path / "checkpoints" / "step00000030").is_dir()
 
 
