@@ -10,7 +10,7 @@ from shards.workdir import StageDir, crawl_dir, crawl_ledger, crawl_summary, fin
 
 def test_work_files_keep_their_names():
     """A run resumes from the files an earlier run wrote, so their names must not change."""
-    work = StageDir("minhash", Path("out/work/minhash-0123456789ab"))
+    work = StageDir("minhash", Path("out") / "work" / "minhash-0123456789ab")
     files = {
         work.kept("p00000"): "p00000.arrow",
         work.ledger("p00000"): "p00000.ledger.arrow",
@@ -28,7 +28,9 @@ def test_work_files_keep_their_names():
     assert {path.name: name for path, name in files.items()} == {n: n for n in files.values()}
     assert {path.parent for path in files} == {work.path}
     assert work.fingerprint == "0123456789ab" and work.variants.stage == "minhash"
-    assert work_dir(Path("out")) == Path("out/work") and crawl_dir(Path("out")) == Path("out/crawl")
+    assert work_dir(Path("out")) == Path("out") / "work" and crawl_dir(Path("out")) == Path(
+        "out/crawl"
+    )
     assert crawl_ledger(Path("c")).name == "ledger.arrow" and crawl_summary(Path("c")).name == (
         "crawl.json"
     )
