@@ -11,6 +11,8 @@ RUN_DIR/metrics.jsonl and the outcome to RUN_DIR/final.json (rank 0).
 import argparse
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,10 +259,6 @@ def train(run_dir: Path) -> None:
     if eval_loss is None:  # resumed at the end: evaluate the final weights once more
         eval_loss, ppl = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
     write_final(run, step, eval_loss, ppl)
-    # Tear the process group down before exit: left to the interpreter's shutdown, gloo's
-    # threads can be destroyed while running and abort the rank ("terminate called without
-    # an active exception") after the run has finished.
-    dist.destroy_process_group()
 
 
 def main() -> None:
@@ -268,6 +266,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="run directory with run.json")
     parser.add_argument("--local_rank", type=int, default=0, help="set by the launcher")
     train(parser.parse_args().run)
+    # Every file is written and every rank has passed the last barrier. The interpreter's
+    # teardown is skipped: in it, a communication thread of a ZeRO-3 run on CPU can be
+    # destroyed while still running and abort the rank ("terminate called without an active
+    # exception"), which would report a finished run as failed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
