@@ -17,7 +17,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test test-crash lint format server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment calibrate-quality clean help
+.PHONY: setup shards pretrain test test-crash lint format s3 server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment bench-orchestration bench-e2e calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
@@ -25,6 +25,7 @@ help:
 	@echo "make test     run the test suite"
 	@echo "make test-crash  kill prepare with SIGKILL 22 times (seeded), check each resumed run"
 	@echo "make lint     ruff check and format check"
+	@echo "make s3       start a local S3 API (moto) on 127.0.0.1:5000 with a bucket 'refinery'"
 	@echo "make server   start a local Prefect server (UI http://127.0.0.1:4200); server-stop stops it"
 	@echo "make worker   start a process worker for the deployments"
 	@echo "make deploy   register the Prefect deployments in infra/prefect.yaml"
@@ -35,6 +36,8 @@ help:
 	@echo "make bench-extract text extraction F1 and speed vs raw trafilatura and jusText, and what normalize changes"
 	@echo "make bench-urls   URL filter false and true positives vs datatrove's URLFilter"
 	@echo "make bench-augment augment stage cost per 1,000 documents on CPU (tiny random models)"
+	@echo "make bench-orchestration  prepare's wall time, memory and Prefect database by partition count"
+	@echo "make bench-e2e  prepare end to end against datatrove's FineWeb pipeline on the same WARC files"
 	@echo "make calibrate-quality  recompute the zh/ja quality thresholds"
 
 setup: $(STAMP)
@@ -90,6 +93,15 @@ deploy: $(STAMP)
 	PREFECT_API_URL=$(API) $(BIN)/prefect work-pool create $(POOL) --type process --overwrite
 	PREFECT_API_URL=$(API) $(BIN)/prefect --no-prompt deploy --all --prefect-file infra/prefect.yaml
 
+# A local S3 API (moto's server) to try `--output s3://refinery/...` against: run the printed
+# export line in another shell; the bucket `refinery` is made once the server is up.
+S3_PORT ?= 5000
+S3_ENV := AWS_ENDPOINT_URL_S3=http://127.0.0.1:$(S3_PORT) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+s3: $(STAMP)
+	@echo "export $(S3_ENV)"
+	@(sleep 3; $(S3_ENV) $(BIN)/python -c "import s3fs; s3fs.S3FileSystem().mkdir('refinery')") &
+	$(BIN)/moto_server -H 127.0.0.1 -p $(S3_PORT)
+
 # Rebuild the bundled sample corpus from the source data sets named in tests/data/NOTICE
 # (not needed to use refinery): make sample SHARED=/path/to/data
 sample: $(STAMP)
@@ -139,6 +151,13 @@ bench-urls: $(STAMP) $(BENCH_STAMP)
 # random-weight ones the script builds (tests/tiny_seq2seq.py), so nothing is downloaded.
 bench-augment: $(STAMP)
 	$(BIN)/python bench/augment.py
+
+# Orchestration cost of `prepare` against the partition count: 10,000 generated documents
+# (45 MB of JSONL) in 4 and 500 partitions (ORCH_PARTITIONS=; 2000 works too), thread runner,
+# a fresh temporary Prefect server per run.
+ORCH_PARTITIONS ?= 4 500
+bench-orchestration: $(STAMP)
+	$(BIN)/python bench/orchestration.py $(foreach n,$(ORCH_PARTITIONS),--partitions $(n))
 
 # Quantile-matches the zh and ja quality thresholds on the Wikipedia paragraphs in bench/data
 # and writes them to tasks/resources/quality_languages.yaml.

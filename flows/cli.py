@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from flows.config import ConfigError, load_config
+from shards.storage import check_writable, location
 
 
 def runner_sets(args: argparse.Namespace) -> list[str]:
@@ -54,6 +55,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if not args.input and not cfg.crawl.seeds:
         raise ConfigError("nothing to prepare: give --input, or crawl.seeds to crawl")
     discover(args.input)  # a missing input fails here, before any work
+    check_writable(args.output)  # and an output that cannot be written
     from flows.prepare import prepare
 
     manifest = prepare(inputs=args.input, output=str(args.output), config=cfg)
@@ -71,6 +73,7 @@ def cmd_refilter(args: argparse.Namespace) -> int:
     from shards.reader import read_manifest
 
     manifest = read_manifest(args.output)
+    check_writable(args.output)
     cfg = refilter_config(manifest["config"], [*args.sets, *runner_sets(args)])
     from flows.prepare import refilter
 
@@ -208,7 +211,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
         metavar="URI",
         help="files, directories, globs or fsspec URLs (optional when crawl.seeds is set)",
     )
-    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="a folder or a URL")
     p.add_argument("--config", "-c", type=Path, metavar="FILE", help="YAML config")
     add_set_flag(p, "SECTION.KEY=VALUE", "override one config value (repeatable)")
     add_runner_flags(p)
@@ -217,16 +220,16 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 def add_output_commands(sub: argparse._SubParsersAction) -> None:
     """`refinery refilter`, `explain`, `verify` and `report`: commands on a finished output."""
     f = sub.add_parser("refilter", help="re-apply changed quality thresholds to a finished output")
-    f.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    f.add_argument("--output", "-o", required=True, metavar="DIR")
     add_set_flag(f, "quality.KEY=VALUE", "a changed threshold, e.g. quality.gopher.min_words=100")
     add_runner_flags(f)
     e = sub.add_parser("explain", help="where a document ended and why")
     e.add_argument("doc_id")
-    e.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    e.add_argument("--output", "-o", required=True, metavar="DIR")
     v = sub.add_parser("verify", help="check every shard against the manifest's sha256")
-    v.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    v.add_argument("--output", "-o", required=True, metavar="DIR")
     rp = sub.add_parser("report", help="plots and an HTML page of a finished output")
-    rp.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    rp.add_argument("--output", "-o", required=True, metavar="DIR")
 
 
 def add_tokenizer(sub: argparse._SubParsersAction) -> None:
@@ -235,7 +238,7 @@ def add_tokenizer(sub: argparse._SubParsersAction) -> None:
         dest="action", required=True
     )
     tt = t.add_parser("train", help="train a byte-level BPE tokenizer on text shards")
-    tt.add_argument("--input", type=Path, required=True, metavar="SHARDS", help="a prepare output")
+    tt.add_argument("--input", required=True, metavar="SHARDS", help="a prepare output")
     tt.add_argument("--vocab-size", type=int, default=8192)
     tt.add_argument("--docs", type=int, default=20_000, help="documents sampled (default 20000)")
     tt.add_argument("--output", type=Path, required=True, metavar="FILE")
@@ -301,6 +304,9 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for name in ("output", "input"):  # a prepare output, local or at a URL
+            if isinstance(getattr(args, name, None), str):
+                setattr(args, name, location(getattr(args, name)))
         return COMMANDS[args.command](args)
     except (ConfigError, OSError, ValueError) as e:  # OSError: a missing input, a full disk, ...
         print(f"refinery: error: {e}", file=sys.stderr)

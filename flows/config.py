@@ -44,6 +44,17 @@ class RunnerConfig(BaseModel, frozen=True, extra="forbid"):
     dask_address: str | None = Field(None, description="an existing scheduler, tcp://host:8786")
 
 
+def worker_slots(cfg: RunnerConfig) -> int:
+    """How many partitions `cfg`'s runner works on at once: its threads or processes, or the
+    threads of every worker of the Dask cluster it names (asked of its scheduler)."""
+    if cfg.kind == "dask" and cfg.dask_address:
+        from distributed import Client
+
+        with Client(cfg.dask_address, timeout=30) as client:
+            return max(1, sum(client.nthreads().values()))
+    return cfg.workers or os.cpu_count() or 1
+
+
 def task_runner(cfg: RunnerConfig) -> TaskRunner:
     """The Prefect task runner for `cfg`: one process per core by default off `local`."""
     workers = cfg.workers or os.cpu_count() or 1

@@ -12,15 +12,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import Task, flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.futures import PrefectFutureList, as_completed
+from prefect.futures import as_completed
 from pydantic import BaseModel
 
-from flows.config import PipelineConfig, task_runner
+from flows.config import PipelineConfig, task_runner, worker_slots
 from shards.ledger import ledger_dir
 from shards.manifest import read_manifest
+from shards.storage import StorageError, check_writable, is_remote, location
 from shards.workdir import StageDir, crawl_dir, fingerprint, work_dir
 from shards.writer import remove_temp_files
 from tasks.augment.augment import (
@@ -49,6 +50,7 @@ from tasks.ingest.inputs import InputFile, discover, plan_partitions
 from tasks.output.report import write_report
 from tasks.output.tokenize import tokenize
 from tasks.output.write_shards import publish_ledger, write_run_manifest, write_shards
+from tasks.partition import Step, batches, run_steps
 from tasks.progress import StageProgress
 from tasks.records import StageStats
 from tasks.web.crawl import crawl
@@ -56,29 +58,35 @@ from tasks.web.url_filter import url_filter
 
 
 class StageChain:
-    """The stages run so far: their work directories, stats and wall times."""
+    """The stages run so far: their work directories, stats and wall times, and the map steps
+    queued to run together (`then`, `run`)."""
 
-    def __init__(self, work: Path) -> None:
-        self.work, self.dirs = work, []
+    def __init__(self, work: Path, parts: list[Any], slots: int = 1) -> None:
+        self.work, self.dirs, self.parts, self.slots = work, [], parts, slots
         self.stats: dict[str, tuple[StageStats, float]] = {}
-        self._started = 0.0
+        self._queued: list[tuple[str, Step]] = []
 
     @property
     def last(self) -> StageDir:
         return self.dirs[-1]
+
+    @property
+    def names(self) -> list[str]:
+        return [getattr(p, "name", p) for p in self.parts]
 
     def start(self, stage: str, config: BaseModel | dict[str, Any]) -> StageDir:
         """Open the next stage's directory, fingerprinted by its config and upstream."""
         cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
         upstream = self.last.fingerprint if self.dirs else ""
         self.dirs.append(StageDir.of(self.work, stage, cfg, upstream))
-        self._started = time.perf_counter()
         return self.last
 
     @classmethod
-    def resume(cls, work: Path, manifest: dict[str, Any], before: str) -> "StageChain":
+    def resume(
+        cls, work: Path, manifest: dict[str, Any], before: str, slots: int = 1
+    ) -> "StageChain":
         """The stages a finished run's manifest lists before stage `before`, as they were."""
-        chain = cls(work)
+        chain = cls(work, manifest["inputs"]["partitions"], slots)
         for stage, entry in manifest["stages"].items():
             if stage == before or "work" not in entry:
                 break
@@ -89,23 +97,40 @@ class StageChain:
             chain.stats[stage] = (StageStats.from_entry(stage, entry), entry["seconds"])
         return chain
 
+    def then(self, step: Task, *args: Any, whole: bool = False, grouped: bool = False) -> None:
+        """Queue a map step of the stage last started: `step(part, *args)` per partition, or
+        `step(parts, *args)` per group of partitions (see `tasks.partition.Step`)."""
+        self._queued.append((self.last.stage, Step(step, args, whole, grouped)))
+
+    def run(self, scores: dict[str, float] | None = None) -> None:
+        """Run the queued map steps over every partition, in batches of partitions per task run,
+        then finish each stage whose stats they return; its seconds are the group's wall time,
+        shared by the stages in proportion to their compute time."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        started = time.perf_counter()
+        futures = run_steps.map(batches(self.parts, self.slots), unmapped([s for _, s in queued]))
+        totals: list[StageStats | None] = [None] * len(queued)
+        with StageProgress("-".join(dict.fromkeys(st for st, _ in queued)), len(futures)) as bar:
+            for done, future in enumerate(as_completed(futures), 1):
+                for i, stats in enumerate(future.result()):
+                    if stats is not None:
+                        totals[i] = stats if totals[i] is None else totals[i] + stats
+                bar.update(done)
+        found = [t for t in totals if t is not None]
+        wall, compute = time.perf_counter() - started, sum(t.seconds for t in found)
+        for stats in found:
+            share = stats.seconds / compute if compute else 1 / len(found)
+            self.finish(stats, wall * share, scores)
+
     def finish(
-        self, futures: PrefectFutureList | StageStats, scores: dict[str, float] | None = None
+        self, stats: StageStats, seconds: float, scores: dict[str, float] | None = None
     ) -> None:
-        """Merge a stage's partition stats as they come in, then log and publish them
-        (`scores`: figures of the whole stage, for the manifest)."""
-        stage = self.last.stage
-        stats = StageStats(stage)
-        if isinstance(futures, StageStats):
-            stats = futures
-        else:
-            with StageProgress(stage, len(futures)) as progress:
-                for done, future in enumerate(as_completed(futures), 1):
-                    stats += future.result()
-                    progress.update(done)
+        """Record a stage's stats (`scores`: figures of the whole stage, for the manifest),
+        then log and publish them."""
         stats.scores = {**stats.scores, **(scores or {})}
-        seconds = time.perf_counter() - self._started
-        self.stats[stage] = (stats, seconds)
+        self.stats[stats.stage] = (stats, seconds)
         get_run_logger().info(f"{stats.summary()} ({seconds:.1f}s)")
         publish_stage(stats, seconds)
 
@@ -139,55 +164,62 @@ def share_api_url() -> None:
 @flow(name="prepare-stages")
 def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> dict[str, Any]:
     """The stages of `prepare`, in order (see the module docstring)."""
-    cfg, out = config, Path(output)
+    cfg, out = config, location(output)
+    check_writable(out)
     remove_temp_files(out)  # what a killed run was writing; it is written again below
+    if cfg.crawl.seeds and is_remote(out):
+        raise StorageError(f"output {out}: a crawl keeps its state on a local disk; crawl to a "
+                           "local folder, then prepare from its WARC files")  # fmt: skip
     crawled = crawl(cfg.crawl, crawl_dir(out)) if cfg.crawl.seeds else None
     if crawled is not None:
         inputs = [*inputs, *crawled["warc_files"]]
     files, ignored = discover(inputs)
-    parts = plan_partitions(files, cfg.ingest.partition_bytes)
-    names = [p.name for p in parts]
-    chain = StageChain(work_dir(out))
+    slots = worker_slots(cfg.runner)
+    ing = cfg.ingest
+    parts = plan_partitions(files, ing.partition_bytes, max(1, ing.partitions_per_worker * slots),
+                            ing.min_piece_bytes)  # fmt: skip
+    chain = StageChain(work_dir(out), parts, slots)
 
-    ingest_key = {"config": cfg.ingest.model_dump(mode="json"), "files": [asdict(f) for f in files]}
-    dst = chain.start("ingest", ingest_key)
-    chain.finish(ingest.map(parts, unmapped(dst), unmapped(cfg.ingest)))
-
+    ingest_key = {"config": cfg.ingest.model_dump(mode="json"), "files": [asdict(f) for f in files],
+                  "plan": [asdict(p) for p in parts]}  # fmt: skip
+    chain.then(ingest, chain.start("ingest", ingest_key), cfg.ingest, whole=True)
     if cfg.url_filter.enabled:
         src, dst = chain.last, chain.start("url_filter", cfg.url_filter)
-        chain.finish(url_filter.map(names, unmapped(src), unmapped(dst), unmapped(cfg.url_filter)))
-
+        chain.then(url_filter, src, dst, cfg.url_filter, grouped=True)
     src, dst = chain.last, chain.start("normalize", cfg.normalize)
-    chain.finish(normalize.map(names, unmapped(src), unmapped(dst), unmapped(cfg.normalize)))
-
-    dedup(chain, names, cfg)
-
+    chain.then(normalize, src, dst, cfg.normalize, grouped=True)
+    dedup(chain, cfg)
     if cfg.langid.enabled:
         src, dst = chain.last, chain.start("langid", cfg.langid)
-        chain.finish(langid.map(names, unmapped(src), unmapped(dst), unmapped(cfg.langid)))
+        chain.then(langid, src, dst, cfg.langid, grouped=True)
+    chain.run()
 
-    inputs_info = describe_inputs(inputs, files, ignored, names, crawled)
+    inputs_info = describe_inputs(inputs, files, ignored, chain.names, crawled)
     return filter_and_write(chain, out, cfg, inputs_info)
 
 
-def dedup(chain: StageChain, names: list[str], cfg: PipelineConfig) -> None:
+def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
     """Exact, then near-duplicate removal: each hashes every partition, finds the duplicates
-    over the whole run, then drops them partition by partition."""
+    over the whole run, then drops them partition by partition. Hashing joins the map steps
+    queued before it, dropping those queued after it."""
+    names = chain.names
     if cfg.exact_dedup.enabled:
         src, dst = chain.last, chain.start("exact_dedup", cfg.exact_dedup)
-        hash_partition.map(names, unmapped(src), unmapped(dst)).result()
+        chain.then(hash_partition, src, dst)
+        chain.run()
         group_duplicates(dst, names)
-        chain.finish(exact_dedup.map(names, unmapped(src), unmapped(dst)))
+        chain.then(exact_dedup, src, dst)
 
     if cfg.minhash.enabled:
         key = minhash_stage_key(cfg.minhash, cfg.langid)
         src, dst = chain.last, chain.start("minhash", key)
-        sign_partition.map(names, unmapped(src), unmapped(dst), unmapped(cfg.minhash)).result()
+        chain.then(sign_partition, src, dst, cfg.minhash)
+        chain.run()
         groups = cfg.minhash.band_groups()
         find_pairs.map(range(len(groups)), groups, unmapped(dst), unmapped(names),
                        unmapped(cfg.minhash)).result()  # fmt: skip
         cluster_pairs(ClusterInputs(src, dst, names, cfg.langid), cfg.minhash)
-        chain.finish(minhash_dedup.map(names, unmapped(src), unmapped(dst)))
+        chain.then(minhash_dedup, src, dst)
 
 
 def describe_inputs(
@@ -221,10 +253,11 @@ def refilter(output: str, config: PipelineConfig) -> dict[str, Any]:
 
 @flow(name="refilter-stages")
 def refilter_stages(output: str, config: PipelineConfig) -> dict[str, Any]:
-    out = Path(output)
+    out = location(output)
+    check_writable(out)
     remove_temp_files(out)
     manifest = read_manifest(out)
-    chain = StageChain.resume(work_dir(out), manifest, before="quality")
+    chain = StageChain.resume(work_dir(out), manifest, "quality", worker_slots(config.runner))
     return filter_and_write(chain, out, config, manifest["inputs"])
 
 
@@ -237,29 +270,33 @@ def filter_and_write(
     if cfg.quality.enabled:
         src, dst = chain.last, chain.start("quality", cfg.quality)
         signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
-        chain.finish(quality.map(names, unmapped(src), unmapped(signals), unmapped(dst),
-                                 unmapped(cfg.quality)))  # fmt: skip
+        chain.then(quality, src, signals, dst, cfg.quality, grouped=True)
+        chain.run()
 
     if cfg.augment.enabled:
         vet = Vetting(cfg.normalize, cfg.langid, cfg.quality, cfg.minhash)
         src, dst = chain.last, chain.start("augment", augment_key(cfg.augment, vet))
         select_sources(src, dst, names, cfg.augment)
-        generate_variants.map(names, unmapped(src), unmapped(dst), unmapped(cfg.augment),
-                              unmapped(vet)).result()  # fmt: skip
+        chain.then(generate_variants, src, dst, cfg.augment, vet)
+        chain.run()
         find_near_duplicates(src, dst, names, cfg.minhash)
         scores = score_variants(src, dst, names)
-        chain.finish(augment.map(names, unmapped(src), unmapped(dst)), scores)
+        chain.then(augment, src, dst)
+        chain.run(scores)
 
     removers = list(chain.dirs)
     run_id = fingerprint("shards", cfg.shards.model_dump(mode="json"), chain.last.fingerprint)
-    src = chain.last
+    src, started = chain.last, time.perf_counter()
     chain.start("shards", cfg.shards)
     shards, stats = write_shards(src, names, out, cfg.shards, run_id)
-    chain.finish(stats)
+    chain.finish(stats, time.perf_counter() - started)
     if cfg.tokenize.enabled:
         chain.start("tokenize", cfg.tokenize)
-        tokens_id = fingerprint("tokenize", cfg.tokenize.model_dump(mode="json"), run_id)
-        chain.finish(tokenize(out, shards, cfg.tokenize, tokens_id))
+        tokens_id, started = (
+            fingerprint("tokenize", cfg.tokenize.model_dump(mode="json"), run_id),
+            time.perf_counter(),
+        )
+        chain.finish(tokenize(out, shards, cfg.tokenize, tokens_id), time.perf_counter() - started)
     publish_ledger(removers, names, out)
     work = {d.stage: d.path.name for d in chain.dirs}
     manifest = write_run_manifest(
@@ -301,5 +338,5 @@ def publish_summary(manifest: dict[str, Any], out: Path, report: Path) -> None:
         markdown=f"**{t['kept']}** of {t['documents']} documents kept in "
         f"{len(manifest['shards'])} shards at `{out}`; {t['dropped']} dropped, "
         f"{t['quarantined']} quarantined (see `{ledger_dir(out)}`).\n\n"
-        f"Report: [{report}]({report.resolve().as_uri()})",
+        f"Report: [{report}]({report if is_remote(report) else report.resolve().as_uri()})",
     )

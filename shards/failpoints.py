@@ -13,7 +13,8 @@ a child it started (the temporary Prefect server of a run without PREFECT_API_UR
 on, so the caller kills the process group afterwards. The points:
 
     atomic-rename    shards/writer.py atomic_path: temporary file complete, before its rename
-    arrow-body       shards/writer.py write_table: temporary file open, no record batch in it
+                     (or, on object storage, before the object is put)
+    arrow-body       shards/writer.py write_ipc: temporary file open, no record batch in it
     shard-batch      shards/writer.py ShardWriter.write: after each record batch it takes
     partition-stats  shards/workdir.py StageDir.write_partition: kept and ledger files written,
                      before the stats marker

@@ -2,8 +2,8 @@
 
 Each stage's removed rows of partition `i` (`LEDGER_SCHEMA`: doc_id, stage, kind, reason,
 detail and the original row) are written into its work directory; `publish` exposes them in the
-output as hard links (copies across file systems), and removes the files of stages and
-partitions that a run no longer has.
+output as hard links (copies across file systems; server-side copies, each whole, on object
+storage), and removes the files of stages and partitions that a run no longer has.
 """
 
 import os
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from shards import failpoints
 from shards.manifest import remove_stale
+from shards.storage import is_remote
 from shards.writer import SHARD_GLOB, atomic_path, shard_name
 
 
@@ -33,6 +34,13 @@ def link(src: Path, dst: Path) -> None:
             tmp.write_bytes(src.read_bytes())
 
 
+def copy_objects(pairs: list[tuple[Path, Path]]) -> None:
+    """Copy each object (src, dst) on the same object store, whole, all requests at once."""
+    if pairs:
+        fs = pairs[0][1].fs
+        fs.copy([src.path for src, _ in pairs], [dst.path for _, dst in pairs])
+
+
 def publish(out_dir: Path, ledgers: dict[str, list[Path]]) -> None:
     """Expose each stage's ledger files as `<out>/ledger/<stage>/part-{i:05d}.arrow`.
 
@@ -44,9 +52,12 @@ def publish(out_dir: Path, ledgers: dict[str, list[Path]]) -> None:
     root = ledger_dir(out_dir)
     for stage, paths in ledgers.items():
         names = {shard_name(i): path for i, path in enumerate(paths)}
-        for name, path in names.items():
-            failpoints.hit("ledger-link")
-            link(path, root / stage / name)
+        if is_remote(root):  # one batch of concurrent server-side copies
+            copy_objects([(path, root / stage / name) for name, path in names.items()])
+        else:
+            for name, path in names.items():
+                failpoints.hit("ledger-link")
+                link(path, root / stage / name)
         remove_stale(root / stage, SHARD_GLOB, set(names))
     for stale in root.glob(f"*/{SHARD_GLOB}"):
         if stale.parent.name not in ledgers:

@@ -10,16 +10,23 @@ import pyarrow.ipc as ipc
 
 from shards.ledger import ledger_files
 from shards.manifest import manifest_path, read_manifest, shard_paths
+from shards.storage import is_remote, open_file
 from shards.tokens import split_dir, tokens_dir
 from shards.workdir import crawl_dir, crawl_ledger
 from shards.writer import sha256_file
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read an Arrow IPC file (optionally only `columns`) into memory."""
-    with pa.memory_map(str(path)) as source:
-        table = ipc.open_file(source).read_all()
-    return table.select(columns) if columns is not None else table
+    """Read an Arrow IPC file (optionally only `columns`, and from object storage only their
+    bytes) into memory."""
+    with open_file(path) as source:
+        if columns is None or not is_remote(path):  # mapped: select without reading
+            table = ipc.open_file(source).read_all()
+            return table if columns is None else table.select(columns)
+        names = ipc.open_file(source).schema.names
+        fields = sorted(names.index(c) for c in columns)
+        table = ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=fields))
+        return table.read_all().select(columns)
 
 
 def read_frame(path: Path, columns: list[str] | None = None) -> pl.DataFrame:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from shards.manifest import manifest_path
+from shards.storage import open_file
 from shards.writer import atomic_path, sha256_file, shard_name, write_json
 
 SPLITS = ("train", "heldout")
@@ -94,11 +95,12 @@ class TokenShardWriter:
         column = pa.FixedSizeListArray.from_arrays(pa.array(head), self.row_len)
         table = pa.table({"tokens": column})
         name = shard_name(len(self.shards))
-        with atomic_path(self.out_dir / name) as tmp, ipc.new_file(tmp, table.schema) as w:
-            w.write_table(table)
-        path = self.out_dir / name
-        self.shards.append({"path": name, "sequences": rows, "tokens": n,
-                            "bytes": path.stat().st_size, "sha256": sha256_file(path)})  # fmt: skip
+        with atomic_path(self.out_dir / name) as tmp:
+            with ipc.new_file(tmp, table.schema) as w:
+                w.write_table(table)
+            size, sha256 = tmp.stat().st_size, sha256_file(tmp)
+        self.shards.append({"path": name, "sequences": rows, "tokens": n, "bytes": size,
+                            "sha256": sha256})  # fmt: skip
 
 
 class TokenShards:
@@ -122,7 +124,7 @@ class TokenShards:
         self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
 
     def _map(self, path: Path) -> list[np.ndarray]:
-        column = ipc.open_file(pa.memory_map(str(path))).read_all().column("tokens")
+        column = ipc.open_file(open_file(path)).read_all().column("tokens")
         # `.values` are the flat ids, still backed by the mapped file: no copy is made.
         return [
             chunk.values.to_numpy(zero_copy_only=True).reshape(-1, self.row_len)

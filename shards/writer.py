@@ -1,25 +1,30 @@
 """Atomic Arrow IPC writes and the size-limited shard writer.
 
-Nothing refinery writes is ever visible half-written: each file goes to a temporary name in the
-same directory and is renamed into place (an atomic operation on POSIX file systems).
+Nothing refinery writes is ever visible half-written: a local file goes to a temporary name in
+the same directory and is renamed into place (an atomic operation on POSIX file systems); an
+object (`shards.storage`) is written locally first and put whole, in one request.
 """
 
 import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from shards import failpoints
+from shards.storage import is_remote
 
 _IPC_OPTIONS = {codec: ipc.IpcWriteOptions(compression=codec) for codec in ("zstd", "lz4", None)}
 SHARD_GLOB = "part-*.arrow"  # every `shard_name`
+BATCH_ROWS = 256  # rows per record batch of a shard (the size limit is checked per batch)
 
 
 def shard_name(index: int) -> str:
@@ -30,7 +35,15 @@ def shard_name(index: int) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    """Yield a temporary local path; it becomes `path` only if the block succeeds: renamed
+    when `path` is local, put as one object when it is on object storage."""
+    if is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="refinery-") as folder:
+            tmp = Path(folder) / path.name
+            yield tmp
+            failpoints.hit("atomic-rename", path)
+            path.fs.put_file(str(tmp), path.path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -42,7 +55,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def remove_temp_files(root: Path) -> int:
-    """Delete the temporary files a killed run left under `root`; return how many."""
+    """Delete the temporary files a killed run left under `root`; return how many (none on
+    object storage, where an object is only ever put whole)."""
+    if is_remote(root):
+        return 0
     stale = [p for p in root.rglob(".*.tmp-*") if p.is_file()] if root.exists() else []
     for path in stale:
         path.unlink()
@@ -57,8 +73,15 @@ def write_table(
     zstd is for files that are kept; lz4 writes about four times as fast, for work files
     read once or twice; uncompressed files can be memory-mapped without copying.
     """
-    options = _IPC_OPTIONS[compression]
-    with atomic_path(path) as tmp, ipc.new_file(tmp, table.schema, options=options) as w:
+    with atomic_path(path) as tmp:
+        write_ipc(table, tmp, compression, path)
+
+
+def write_ipc(
+    table: pa.Table, tmp: Path, compression: Literal["zstd", "lz4"] | None, path: Path
+) -> None:
+    """Write `table` to `tmp`, the local temporary file `atomic_path` gave for `path`."""
+    with ipc.new_file(tmp, table.schema, options=_IPC_OPTIONS[compression]) as w:
         failpoints.hit("arrow-body", path)
         w.write_table(table)
 
@@ -72,7 +95,7 @@ def write_json(obj: Any, path: Path) -> None:
 def sha256_file(path: Path) -> str:
     """Return the hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -97,6 +120,7 @@ class ShardWriter:
         self.out_dir, self.schema, self.size_limit = out_dir, schema, size_limit
         self.shards: list[dict[str, Any]] = []
         self._pending: list[pa.RecordBatch] = []
+        self._carry = schema.empty_table()  # rows not yet in a full batch
         self._pending_bytes = 0
 
     def __enter__(self) -> "ShardWriter":
@@ -106,31 +130,45 @@ class ShardWriter:
         self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None:
+            self._add(self._carry)
             self._flush()
 
     def write(self, table: pa.Table) -> None:
-        """Append `table`'s rows, in order, starting new shards as they fill."""
-        table = table.select(self.schema.names).cast(self.schema)
-        for batch in table.to_batches(max_chunksize=1024):
-            self._pending.append(batch)
-            self._pending_bytes += batch.nbytes
-            failpoints.hit("shard-batch")
-            if self._pending_bytes >= self.size_limit:
-                self._flush()
+        """Append `table`'s rows, in order, starting new shards as they fill. Record batches
+        hold `BATCH_ROWS` rows whatever the tables given, so the shards' bytes depend on the
+        rows alone, not on how they were cut into partitions."""
+        self._carry = pa.concat_tables(
+            [self._carry, table.select(self.schema.names).cast(self.schema)]
+        )
+        while self._carry.num_rows >= BATCH_ROWS:
+            self._add(self._carry.slice(0, BATCH_ROWS))
+            self._carry = self._carry.slice(BATCH_ROWS)
+
+    def _add(self, rows: pa.Table) -> None:
+        if not rows.num_rows:
+            return
+        # A gather copies the rows into buffers of their own: a slice would write the whole
+        # buffers it views, so the bytes would depend on the tables the rows came in.
+        batch = rows.take(np.arange(rows.num_rows)).combine_chunks().to_batches()[0]
+        over = self._pending_bytes + batch.nbytes > self.size_limit > self._pending_bytes
+        if over and rows.num_rows > 1:  # end the shard near its limit: halves of the batch
+            half = rows.num_rows // 2
+            self._add(rows.slice(0, half))
+            self._add(rows.slice(half))
+            return
+        self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
+        failpoints.hit("shard-batch")
+        if self._pending_bytes >= self.size_limit:
+            self._flush()
 
     def _flush(self) -> None:
         if not self._pending:
             return
         name = shard_name(len(self.shards))
         table = pa.Table.from_batches(self._pending, schema=self.schema)
-        write_table(table, self.out_dir / name)
-        path = self.out_dir / name
-        self.shards.append(
-            {
-                "path": name,
-                "rows": table.num_rows,
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        )
+        with atomic_path(self.out_dir / name) as tmp:
+            write_ipc(table, tmp, "zstd", self.out_dir / name)
+            size, sha256 = tmp.stat().st_size, sha256_file(tmp)
+        self.shards.append({"path": name, "rows": table.num_rows, "bytes": size, "sha256": sha256})
         self._pending, self._pending_bytes = [], 0

@@ -5,20 +5,28 @@ reads a partition, turns it into kept and removed rows and saves both with its s
 mark the partition done: a partition killed half way is simply computed again. A reduce step
 (`keep_once`) computes a result of the whole run once and keeps it as a file, written
 atomically, so a file that exists is a finished result.
+
+The flow runs consecutive map steps together (`run_steps`): one task run takes a batch of
+partitions through several stages, each stage still saving its own rows and stats, and hands
+each partition's kept rows to the next stage in memory rather than reading them back.
 """
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+from prefect import Task, task
 
 from shards.reader import read_frame
 from shards.workdir import StageDir
 from shards.writer import write_table
-from tasks.records import StageResult, StageStats, text_bytes
+from tasks.records import ROW, StageResult, StageStats, text_bytes
 
 
 def done(out: StageDir, part: str) -> StageStats | None:
@@ -27,10 +35,26 @@ def done(out: StageDir, part: str) -> StageStats | None:
     return StageStats.from_dict(found) if found is not None else None
 
 
+_handoff = threading.local()  # kept rows saved by this thread's `run_steps`, by path
+
+
 def save(out: StageDir, part: str, result: StageResult, stats: StageStats) -> StageStats:
     """Save partition `part`'s kept and removed rows under `out`, then its stats (the marker)."""
-    out.write_partition(part, result.kept.to_arrow(), result.removed.to_arrow(), stats.to_dict())
+    # One chunk each: a file's bytes then depend on its rows alone, not on how they were
+    # computed (alone, or split from partitions read together).
+    kept, removed = result.kept.rechunk(), result.removed.rechunk()
+    out.write_partition(part, kept.to_arrow(), removed.to_arrow(), stats.to_dict())
+    if (held := getattr(_handoff, "frames", None)) is not None:
+        held[out.kept(part)] = kept
     return stats
+
+
+def read_kept(src: StageDir, part: str) -> pl.DataFrame:
+    """The rows `src` kept of `part`: handed over in memory when this thread's `run_steps`
+    has just saved them (each is read once, by the next stage), else read from the file."""
+    held = getattr(_handoff, "frames", None) or {}
+    found = held.pop(src.kept(part), None)
+    return found if found is not None else read_frame(src.kept(part))
 
 
 def run_partition(
@@ -61,13 +85,68 @@ def run_partition(
     if (stats := done(out, part)) is not None:
         return stats
     start = time.perf_counter()
-    df = read() if read is not None else read_frame(src.kept(part))  # type: ignore[union-attr]
+    df = read() if read is not None else read_kept(src, part)  # type: ignore[arg-type]
     result = fn(df)
     n_in = result.kept.height + result.removed.height if adds else df.height
     nbytes = text_bytes(df) if bytes_in is None else bytes_in
     stats = result.stats(out.stage, n_in, nbytes, time.perf_counter() - start)
     stats.added = n_in - df.height
     return save(out, part, result, stats)
+
+
+def run_partitions(
+    src: StageDir | None,
+    out: StageDir,
+    parts: Sequence[str],
+    fn: Callable[[pl.DataFrame], StageResult],
+    *,
+    reads: Sequence[Callable[[], pl.DataFrame]] | None = None,
+    sizes: Sequence[int] | None = None,
+) -> StageStats:
+    """`run_partition` over several partitions with one call of `fn` on their rows together,
+    for steps that decide each row on its own: the fixed cost of a call (building a query,
+    loading tokenizers) is paid once, however small the partitions. Each partition's rows
+    and stats are saved as `run_partition` saves them, and are the same bytes.
+
+    `fn` must carry the `ROW` column through to its kept rows and ledger rows (`ledger_rows`
+    does); `reads` and `sizes` are `run_partition`'s `read` and `bytes_in`, per partition.
+
+    Returns:
+        The partitions' stats, summed.
+    """
+    total = StageStats(out.stage)
+    todo = []
+    for i, part in enumerate(parts):
+        stats = done(out, part)
+        total, todo = (total + stats, todo) if stats is not None else (total, [*todo, i])
+    if not todo:
+        return total
+    start = time.perf_counter()
+    frames = [reads[i]() if reads else read_kept(src, parts[i]) for i in todo]  # type: ignore[arg-type]
+    heights = np.array([f.height for f in frames])
+    result = fn(pl.concat(frames, how="vertical_relaxed").with_row_index(ROW))
+    if any(ROW not in f.columns and f.height for f in (result.kept, result.removed)):
+        raise RuntimeError(f"{out.stage}: the step lost the {ROW} column; run it per partition")
+    seconds = (time.perf_counter() - start) / max(1, int(heights.sum()))
+    kept, removed = _by_partition(result.kept, heights), _by_partition(result.removed, heights)
+    for k, i in enumerate(todo):
+        one = StageResult(kept[k], removed[k])
+        nbytes = sizes[i] if sizes is not None else text_bytes(frames[k])
+        total += save(out, parts[i], one, one.stats(out.stage, frames[k].height, nbytes,
+                                                    seconds * frames[k].height))  # fmt: skip
+    return total
+
+
+def _by_partition(df: pl.DataFrame, heights: np.ndarray) -> list[pl.DataFrame]:
+    """Split rows tagged with `ROW` back into their partitions, in order, without `ROW`."""
+    if ROW not in df.columns:  # no rows: nothing to split
+        return [df] * len(heights)
+    which = np.searchsorted(np.cumsum(heights), df[ROW].to_numpy(), side="right")
+    rows = df.drop(ROW)
+    # A filter builds fresh validity bitmaps, their padding bits cleared, as a step on one
+    # partition leaves them: a slice or a gather can leave bits set past a partition's last
+    # row, and the files' bytes would then depend on the partitions read together.
+    return [rows.filter(pl.Series(which == k)) for k in range(len(heights))]
 
 
 def keep_once(
@@ -88,3 +167,77 @@ def keep_once(
         return
     table = compute()
     write_table(table.to_arrow() if isinstance(table, pl.DataFrame) else table, path, compression)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One map step over the partitions of a batch: `task.fn(part, *args)` for each, or, for a
+    `grouped` step, `task.fn(parts, *args)` once per group of partitions (`run_partitions`).
+
+    Args:
+        task: The stage's Prefect task (its function is called, not a task run per partition).
+        args: The arguments after the partition(s).
+        whole: Pass the partition object (ingest's input pieces) rather than its name.
+        grouped: The task takes a list of partitions.
+    """
+
+    task: Task
+    args: tuple[Any, ...]
+    whole: bool = False
+    grouped: bool = False
+
+    def run(self, group: list[Any]) -> list[Any]:
+        """The task's results on `group`: one per partition, or one for a grouped step."""
+        given = [p if self.whole else getattr(p, "name", p) for p in group]
+        if self.grouped:
+            return [self.task.fn(given, *self.args)]
+        return [self.task.fn(part, *self.args) for part in given]
+
+
+GROUP_BYTES = 64 << 20  # input bytes of the partitions a grouped step takes at once
+
+
+def groups(parts: Sequence[Any], limit: int = GROUP_BYTES) -> list[list[Any]]:
+    """Consecutive runs of `parts` of at most `limit` input bytes (a partition's `size`; one
+    known only by name counts a sixteenth of `limit`), each run at least one partition."""
+    out: list[list[Any]] = []
+    held = 0
+    for part in parts:
+        size = getattr(part, "size", limit // 16)
+        if not out or held + size > limit:
+            out.append([])
+            held = 0
+        out[-1].append(part)
+        held += size
+    return out
+
+
+@task(name="map")
+def run_steps(parts: Sequence[Any], steps: list[Step]) -> list[StageStats | None]:
+    """Take the partitions of `parts`, a group at a time, through `steps` in order, the kept
+    rows of one step handed to the next in memory; return each step's stats summed over the
+    batch (None for a step without stats, such as a dedup stage's keys)."""
+    totals: list[StageStats | None] = [None] * len(steps)
+    for group in groups(parts):
+        hand_over(True)
+        try:
+            for i, step in enumerate(steps):
+                for stats in step.run(group):
+                    if isinstance(stats, StageStats):
+                        totals[i] = stats if totals[i] is None else totals[i] + stats
+        finally:
+            hand_over(False)
+    return totals
+
+
+def hand_over(on: bool) -> None:
+    """Start (or end) keeping this thread's saved kept rows in memory for the next step."""
+    _handoff.frames = {} if on else None
+
+
+def batches(parts: Sequence[Any], slots: int, per_slot: int = 4) -> list[list[Any]]:
+    """Deal `parts` round robin into at most `per_slot` batches per worker slot: enough task
+    runs to keep every worker busy and balance uneven partitions, few enough that the
+    orchestration's cost per task run stays flat in the number of partitions."""
+    n = max(1, min(len(parts), slots * per_slot))
+    return [list(parts[i::n]) for i in range(n) if parts[i::n]]

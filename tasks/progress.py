@@ -2,6 +2,7 @@
 refinery in a terminal, a rich progress bar."""
 
 import sys
+import time
 from types import TracebackType
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -11,8 +12,11 @@ from rich.progress import Progress
 class StageProgress:
     """Progress of one stage from 0 to `total` units (partitions, steps, shards).
 
-    Usable inside a flow or a task run; the artifact belongs to that run.
+    Usable inside a flow or a task run; the artifact belongs to that run and is updated at
+    most every `EVERY` seconds (and at the end), whatever the number of units.
     """
+
+    EVERY = 2.0
 
     def __init__(self, stage: str, total: int, unit: str = "partitions") -> None:
         self.total, self.done = max(total, 1), 0
@@ -21,6 +25,7 @@ class StageProgress:
             key=f"{stage.replace('_', '-')}-progress",
             description=f"{stage}: {unit} done of {total}",
         )
+        self._updated = time.monotonic()
         self._bar: Progress | None = None
         if sys.stderr.isatty():
             self._bar = Progress(transient=True)
@@ -39,6 +44,8 @@ class StageProgress:
     def update(self, done: int) -> None:
         """Record that `done` units are finished."""
         self.done = min(done, self.total)
-        update_progress_artifact(self._artifact, progress=100.0 * self.done / self.total)
+        if self.done == self.total or time.monotonic() - self._updated >= self.EVERY:
+            update_progress_artifact(self._artifact, progress=100.0 * self.done / self.total)
+            self._updated = time.monotonic()
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)

@@ -146,6 +146,9 @@ def empty_ledger() -> pl.DataFrame:
     return pl.DataFrame(schema={name: pl.String for name in LEDGER_COLUMNS})
 
 
+ROW = "__row"  # a row's position among partitions read together (`tasks.partition`)
+
+
 def ledger_rows(
     df: pl.DataFrame,
     stage: str,
@@ -153,12 +156,14 @@ def ledger_rows(
     reason: str | pl.Expr,
     detail: pl.Expr | None = None,
 ) -> pl.DataFrame:
-    """Turn rows of `df` into ledger rows of `stage` with the given kind, reason and detail."""
+    """Turn rows of `df` into ledger rows of `stage` with the given kind, reason and detail
+    (and `ROW`, first, when `df` has it)."""
     kind_expr = pl.lit(kind) if isinstance(kind, str) else kind
     reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
     source = pl.col(SOURCE) if SOURCE in df.columns else pl.lit(None, pl.String)
     text = pl.col(TEXT) if TEXT in df.columns else pl.lit(None, pl.String)
     return df.select(
+        *([pl.col(ROW)] if ROW in df.columns else []),
         pl.col(DOC_ID).cast(pl.String),
         pl.lit(stage).alias("stage"),
         kind_expr.cast(pl.String).alias("kind"),

@@ -109,7 +109,7 @@ def test_hostile_ids_urls_titles_and_file_names_stay_data(tmp_path, capsys):
     for doc_id in ids:
         assert kept[doc_id]["title"] == doc_id
         assert kept[doc_id]["source"].startswith(f"file://{corpus}/hostile.jsonl:")
-    assert kept["odd-name"]["source"] == f"file://{corpus}/new\nline \ufffd.jsonl:1"
+    assert kept["odd-name"]["source"] == f"file://{corpus}/new\nline \ufffd.jsonl:0"
     assert ids[1] in capsys.readouterr().out
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from shards.schema import TEXT
 from tasks.clean.pii import PiiConfig, load_ner, replace_pii
-from tasks.partition import StageDir, run_partition
+from tasks.partition import StageDir, run_partitions
 from tasks.records import QUARANTINED, Rule, StageResult, StageStats, apply_rules
 
 STAGE = "normalize"
@@ -181,6 +181,6 @@ def _ner(cfg: NormalizeConfig) -> Any:
 
 
 @task(name="normalize")
-def normalize(part: str, src: StageDir, out: StageDir, cfg: NormalizeConfig) -> StageStats:
-    """Normalize one partition of `src` into `out`."""
-    return run_partition(src, out, part, lambda df: normalize_batch(df, cfg, _ner(cfg)))
+def normalize(parts: list[str], src: StageDir, out: StageDir, cfg: NormalizeConfig) -> StageStats:
+    """Normalize partitions of `src` into `out`."""
+    return run_partitions(src, out, parts, lambda df: normalize_batch(df, cfg, _ner(cfg)))

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.ipc as ipc
+
+from shards.reader import read_table
 
 _ROW_BITS = np.uint64(32)
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -111,8 +111,9 @@ class SignatureStore:
 
 
 def mapped_matrix(path: Path, column: str) -> np.ndarray:
-    """A fixed-size-list column of an uncompressed Arrow IPC file as a zero-copy 2-D array."""
-    table = ipc.open_file(pa.memory_map(str(path))).read_all()
+    """A fixed-size-list column of an uncompressed Arrow IPC file as a 2-D array: zero-copy
+    over a memory-mapped local file; from object storage only that column's bytes are read."""
+    table = read_table(path, [column])
     chunks = table.column(column).chunks
     # One chunk as the sign step writes it: no copy (combine_chunks would copy even that).
     col = chunks[0] if len(chunks) == 1 else table.column(column).combine_chunks()

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from shards.schema import LANG, LANG_SCORE, LANG_TOP, SCRIPT, TEXT
 from tasks.filter.scripts import scripts
-from tasks.partition import StageDir, run_partition
+from tasks.partition import StageDir, run_partitions
 from tasks.records import Rule, StageResult, StageStats, apply_rules
 
 STAGE = "langid"
@@ -192,6 +192,7 @@ def detect_language(df: pl.DataFrame, cfg: LangIdConfig, model: Any) -> StageRes
 
 
 @task(name="langid")
-def langid(part: str, src: StageDir, out: StageDir, cfg: LangIdConfig) -> StageStats:
-    """Identify the language of one partition."""
-    return run_partition(src, out, part, lambda df: detect_language(df, cfg, load_model(cfg.model)))
+def langid(parts: list[str], src: StageDir, out: StageDir, cfg: LangIdConfig) -> StageStats:
+    """Identify the language of the documents of partitions of `src`."""
+    model = load_model(cfg.model)
+    return run_partitions(src, out, parts, lambda df: detect_language(df, cfg, model))

@@ -19,12 +19,11 @@ import yaml
 from prefect import task
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shards.reader import read_frame
 from shards.schema import LANG, QUALITY_SIGNALS, TEXT
 from shards.workdir import StageDir
 from tasks.filter.quality_signals import DUP_NGRAMS, TOP_NGRAMS, compute_signals
 from tasks.filter.quality_units import spacy_stop_words
-from tasks.partition import run_partition
+from tasks.partition import run_partitions
 from tasks.records import Rule, StageResult, StageStats, apply_rules, empty_ledger
 
 STAGE = "quality"
@@ -302,12 +301,9 @@ def quality_score(df: pl.DataFrame) -> pl.Series:
 
 @task(name="quality")
 def quality(
-    part: str, src: StageDir, signals: StageDir, out: StageDir, cfg: QualityConfig
+    parts: list[str], src: StageDir, signals: StageDir, out: StageDir, cfg: QualityConfig
 ) -> StageStats:
-    """Score one partition, unless its signals are kept from an earlier run, and filter it."""
-
-    def scored() -> pl.DataFrame:
-        run_partition(src, signals, part, partial(signals_only, cfg=cfg))
-        return read_frame(signals.kept(part))
-
-    return run_partition(None, out, part, partial(filter_quality, cfg=cfg), read=scored)
+    """Score partitions of `src` (those whose signals an earlier run kept are not scored
+    again) and filter them."""
+    run_partitions(src, signals, parts, partial(signals_only, cfg=cfg))
+    return run_partitions(signals, out, parts, partial(filter_quality, cfg=cfg))

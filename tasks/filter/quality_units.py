@@ -64,6 +64,12 @@ def _blank(lang: str) -> spacy.language.Language:
         _VOCAB.append(Vocab())
     nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}), vocab=_VOCAB[0])
     nlp.max_length = _MAX_CHARS  # only the tokenizer runs: its memory is linear in the text
+    # Pieces are tokenized joined by spaces, so a special case that spans a space (Spanish
+    # "EE. UU.") would join two pieces, and a document's words would depend on the pieces
+    # of the other documents batched with it (so on the partitioning): each piece alone.
+    rules = getattr(nlp.tokenizer, "rules", None) or {}
+    if any(" " in key.strip() for key in rules):
+        nlp.tokenizer.rules = {k: v for k, v in rules.items() if " " not in k.strip()}
     return nlp
 
 

@@ -1,12 +1,17 @@
 """Ingest: read raw inputs into documents.
 
-In: input URIs (local paths, directories, globs, or any fsspec URL such as s3://commoncrawl/...
-with s3fs installed) of JSONL (.jsonl, .jsonl.gz, .jsonl.zst), Parquet, plain text (.txt,
-.txt.gz) and WARC/WET/WAT (.warc, .warc.gz, .wet.gz, .wat.gz; see `tasks.ingest.warc`).
+In: input pieces (`tasks.ingest.inputs`: whole files, or byte ranges of large ones) of input
+URIs (local paths, directories, globs, or any fsspec URL such as s3://commoncrawl/... with s3fs
+installed) of JSONL (.jsonl, .jsonl.gz, .jsonl.zst), Parquet, plain text (.txt, .txt.gz) and
+WARC/WET/WAT (.warc, .warc.gz, .wet.gz, .wat.gz; see `tasks.ingest.warc`).
 Out: doc_id, source, url, title, date, declared_lang, extraction (the settings that found an
 HTML page's text; null for other records), text, raw. `text` is null and `raw` holds
 the bytes when a record is not valid UTF-8 (normalize decodes or quarantines it). `source` is
-`<uri>:<offset>`, the offset being the line (JSONL), row (Parquet) or byte position (WARC).
+`<uri>:<offset>`, and a record without an id gets a hash of its file name and offset. The
+offset is the byte where the record starts (a JSONL line, in the decompressed text of a
+compressed file; a WARC record, see `tasks.ingest.warc`) or its row (Parquet, counted over all
+row groups). A piece reads the records that start in its range, finding the first from its
+nominal start, so a file read in pieces gives the same rows, offsets and ids as read whole.
 """
 
 import json
@@ -16,7 +21,6 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, BinaryIO
 
-import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,7 +42,16 @@ from shards.schema import (
 )
 from shards.workdir import StageDir
 from tasks.ingest.extract import ExtractConfig, Extractor
-from tasks.ingest.inputs import InputFile, Partition, format_of
+from tasks.ingest.inputs import (
+    MIN_PIECE_BYTES,
+    InputFile,
+    Partition,
+    Piece,
+    first_line,
+    format_of,
+    open_piece,
+    row_group_start,
+)
 from tasks.partition import run_partition
 from tasks.records import StageResult, StageStats, ledger_rows
 
@@ -51,6 +64,10 @@ class IngestConfig(BaseModel, frozen=True, extra="forbid"):
     text_field: str = "text"
     id_field: str = "id"
     partition_bytes: int = Field(64 << 20, gt=0, description="input bytes per partition")
+    # At least this many partitions per worker slot (0: by bytes only); no piece of a file
+    # smaller than min_piece_bytes.
+    partitions_per_worker: int = Field(4, ge=0)
+    min_piece_bytes: int = Field(MIN_PIECE_BYTES, gt=0)
     extract: ExtractConfig = ExtractConfig()
 
 
@@ -185,47 +202,68 @@ class ZstdStream:
         return out
 
 
-Reader = Callable[[InputFile, BinaryIO, IngestConfig, Extractor], Iterator[dict[str, Any]]]
+def jsonl_lines(
+    stream: BinaryIO, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(byte position, line) of each line of a JSONL stream that starts in [start, end): a
+    range that starts inside a line leaves it to the range before, which reads past its own end
+    to finish it. The stream must be at `start`, or seekable when `start` > 0."""
+    if start > 0 and (start := first_line(stream, start, end)) is None:
+        return
+    for line in iter_lines(stream):
+        if end is not None and start >= end:
+            return
+        yield start, line
+        start += len(line) + 1
 
 
-def read_jsonl(f: InputFile, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
-    for lineno, line in enumerate(iter_lines(stream), 1):
+Reader = Callable[[Piece, BinaryIO, IngestConfig, Extractor], Iterator[dict[str, Any]]]
+
+
+def read_jsonl(p: Piece, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
+    for offset, line in jsonl_lines(stream, p.start, p.end):
         if not line.strip():
             continue
         try:
             obj = json.loads(line.decode("utf-8", "surrogateescape"))
         except (ValueError, RecursionError) as e:
-            yield _row(f, lineno, **_removed(QUARANTINED, BAD_JSON, f"{f.uri}:{lineno}: {e}"))
+            detail = f"{p.file.uri}:{offset}: {e}"
+            yield _row(p.file, offset, **_removed(QUARANTINED, BAD_JSON, detail))
             continue
-        yield _from_mapping(f, lineno, obj, cfg)
+        yield _from_mapping(p.file, offset, obj, cfg)
 
 
-def read_parquet(f: InputFile, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
+def read_parquet(p: Piece, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
     pfile = pq.ParquetFile(stream)
     if cfg.text_field not in pfile.schema_arrow.names:
-        detail = f"{f.uri}: no {cfg.text_field!r} column in {pfile.schema_arrow.names}"
-        yield _row(f, 0, **_removed(QUARANTINED, BAD_SCHEMA, detail))
+        detail = f"{p.file.uri}: no {cfg.text_field!r} column in {pfile.schema_arrow.names}"
+        if p.start == 0:  # one row for the file, from the piece that starts it
+            yield _row(p.file, 0, **_removed(QUARANTINED, BAD_SCHEMA, detail))
         return
-    offset = 0
-    for batch in pfile.iter_batches(batch_size=4096):
-        for obj in batch.to_pylist():
-            yield _from_mapping(f, offset, obj, cfg)
-            offset += 1
+    first = 0  # the row index of the row group's first row, across the file
+    for i in range(pfile.metadata.num_row_groups):
+        group = pfile.metadata.row_group(i)
+        if p.owns(row_group_start(group)):
+            batches = pfile.iter_batches(batch_size=4096, row_groups=[i])
+            rows = (obj for batch in batches for obj in batch.to_pylist())
+            for offset, obj in enumerate(rows, first):
+                yield _from_mapping(p.file, offset, obj, cfg)
+        first += group.num_rows
 
 
-def read_text(f: InputFile, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
+def read_text(p: Piece, stream: BinaryIO, cfg: IngestConfig, _: Extractor) -> Iterator[dict]:
     data = stream.read()
     try:
-        yield _row(f, 0, **{TEXT: data.decode("utf-8")})
+        yield _row(p.file, 0, **{TEXT: data.decode("utf-8")})
     except UnicodeDecodeError:
-        yield _row(f, 0, **{TEXT: None, "raw": data})
+        yield _row(p.file, 0, **{TEXT: None, "raw": data})
 
 
-def read_warc(f: InputFile, stream: BinaryIO, cfg: IngestConfig, ex: Extractor) -> Iterator[dict]:
-    from tasks.ingest.warc import iter_warc
+def read_warc(p: Piece, stream: BinaryIO, cfg: IngestConfig, ex: Extractor) -> Iterator[dict]:
+    from tasks.ingest.warc import iter_warc_range
 
-    for offset, fields in iter_warc(stream, ex):
-        yield _row(f, offset, **fields)
+    for offset, fields in iter_warc_range(stream, p.start, p.end, ex):
+        yield _row(p.file, offset, **fields)
 
 
 READERS: dict[str, Reader] = {
@@ -237,26 +275,30 @@ READERS: dict[str, Reader] = {
 
 
 def read_file(
-    f: InputFile, cfg: IngestConfig, ex: Extractor | None = None
+    f: InputFile | Piece, cfg: IngestConfig, ex: Extractor | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Yield one row per record of `f`; a read error quarantines the rest of the file.
-    HTML pages are extracted by `ex`, or by an extractor of this call's own."""
+    """Yield one row per record of `f`, a whole file or the records that start in a piece;
+    a read error quarantines the rest. HTML pages are extracted by `ex`, or by an extractor of
+    this call's own."""
     if ex is None:
         with Extractor(cfg.extract) as own:
             yield from read_file(f, cfg, own)
         return
-    fmt = format_of(f.uri)
-    zstd = f.uri.lower().endswith(".zst")
+    p = f if isinstance(f, Piece) else Piece(f)
+    fmt = format_of(p.file.uri)
+    zstd = p.file.uri.lower().endswith(".zst")
     compression = None if fmt in ("parquet", "warc") or zstd else "infer"
-    offset = 0
+    n = 0
     try:
-        with fsspec.open(f.uri, "rb", compression=compression) as raw:
+        with open_piece(p, compression) as raw:
             stream = ZstdStream(raw) if zstd else raw
-            for offset, row in enumerate(READERS[fmt](f, stream, cfg, ex), 1):  # noqa: B007
+            for n, row in enumerate(READERS[fmt](p, stream, cfg, ex), 1):  # noqa: B007
                 yield row
     except READ_ERRORS as e:
-        detail = f"{f.uri}: {type(e).__name__}: {e} (after {offset} records)"
-        yield _row(f, -1 - offset, **_removed(QUARANTINED, UNREADABLE, detail))
+        span = f" from byte {p.start}" if p.start else ""
+        detail = f"{p.file.uri}: {type(e).__name__}: {e} (after {n} records{span})"
+        # Offset -1 - (records read), made unique among a file's pieces by the piece's start.
+        yield _row(p.file, -1 - p.start - n, **_removed(QUARANTINED, UNREADABLE, detail))
 
 
 COLUMNS = {
@@ -275,10 +317,11 @@ COLUMNS = {
 }
 
 
-def read_records(files: tuple[InputFile, ...], cfg: IngestConfig) -> pl.DataFrame:
-    """Every record of `files`, with `_kind`, `_reason` and `_detail` set on the bad ones."""
+def read_records(pieces: tuple[InputFile | Piece, ...], cfg: IngestConfig) -> pl.DataFrame:
+    """Every record of `pieces` (or whole files), with `_kind`, `_reason` and `_detail` set on
+    the bad ones."""
     with Extractor(cfg.extract) as ex:  # its worker starts on the first HTML page
-        rows = [row for f in files for row in read_file(f, cfg, ex)]
+        rows = [row for p in pieces for row in read_file(p, cfg, ex)]
     return pl.DataFrame(rows, schema=COLUMNS, orient="row")
 
 
@@ -291,13 +334,14 @@ def split_records(df: pl.DataFrame) -> StageResult:
     )
 
 
-def read_partition(files: tuple[InputFile, ...], cfg: IngestConfig) -> StageResult:
-    """Read every record of `files` into kept documents and quarantined/dropped ledger rows."""
-    return split_records(read_records(files, cfg))
+def read_partition(pieces: tuple[InputFile | Piece, ...], cfg: IngestConfig) -> StageResult:
+    """Read every record of `pieces` (or whole files) into kept documents and
+    quarantined/dropped ledger rows."""
+    return split_records(read_records(pieces, cfg))
 
 
 @task(name="ingest")
 def ingest(part: Partition, out: StageDir, cfg: IngestConfig) -> StageStats:
-    """Read one partition of input files into `out` (its input bytes: the files' sizes)."""
-    read, size = partial(read_records, part.files, cfg), sum(f.size for f in part.files)
+    """Read one partition of input pieces into `out` (its input bytes: the pieces' sizes)."""
+    read, size = partial(read_records, part.pieces, cfg), sum(p.size for p in part.pieces)
     return run_partition(None, out, part.name, split_records, read=read, bytes_in=size)

@@ -16,11 +16,18 @@ reason.
   quarantined with `ingest_warc_bad_record`.
 
 `date` is the date the page states (found by trafilatura), else the capture date (WARC-Date).
+
+A record's offset is the byte where it starts in the file; in a gzipped file, the byte where its
+gzip member starts, plus the number of records before it in that member (0 when each record is
+a member of its own, as Common Crawl writes them). A gzipped file is read member by member, so
+that a byte range of it can be read alone (`iter_warc_range`): a range reads each member that
+starts in it, and the records that start in those members.
 """
 
+import bisect
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
@@ -175,10 +182,159 @@ def record_fields(record: WarcRecord, extractor: Extractor) -> dict[str, Any] | 
     return {**base, **fields, "date": fields.get("date") or capture}
 
 
-def iter_warc(stream: BinaryIO, extractor: Extractor) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (byte offset, fields) for each document record of a WARC, WET or WAT stream."""
+def iter_warc(
+    stream: BinaryIO, extractor: Extractor, offset_of: Callable[[int], int] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (offset, fields) for each document record of a WARC, WET or WAT stream: the
+    offset is the record's position in the stream, or what `offset_of` makes of it (called
+    once for every record, in order)."""
     for record in ArchiveIterator(stream, record_types=WarcRecordType.any_type, parse_http=True):
+        pos = record.stream_pos if offset_of is None else offset_of(record.stream_pos)
         if not (record.record_type & _RECORDS or record.record_type in _MALFORMED):
             continue
         if (fields := record_fields(record, extractor)) is not None:
-            yield record.stream_pos, fields
+            yield pos, fields
+
+
+GZIP_MAGIC = b"\x1f\x8b\x08"  # a gzip member's first bytes (deflate)
+_BLOCK = 1 << 16
+
+
+def _inflate(raw: BinaryIO, pos: int) -> Generator[bytes, None, int]:
+    """The inflated bytes of the gzip member at byte `pos` of `raw`, in chunks of at most
+    1 MiB (so a bomb cannot expand at once); returns the byte after the member. `raw` is
+    sought before each read, so other reads of it may come between two chunks.
+
+    Raises:
+        EOFError: if the file ends inside the member.
+        zlib.error: if there is no gzip member at `pos`, or it is corrupt.
+    """
+    member = zlib.decompressobj(31)
+    while not member.eof:
+        data = member.unconsumed_tail
+        if not data:
+            raw.seek(pos)
+            if not (data := raw.read(_BLOCK)):
+                raise EOFError(f"the gzip member at byte {pos} is cut short")
+            pos += len(data)
+        if out := member.decompress(data, 16 * _BLOCK):
+            yield out
+    return pos - len(member.unused_data)
+
+
+def _starts_record(raw: BinaryIO, pos: int) -> bool:
+    """Whether a gzip member that starts a WARC record begins at byte `pos`: it inflates to
+    b"WARC/", and if it ends, another member or the end of the file follows. Bytes 1f 8b 08
+    also occur by chance in compressed data, and a gzip file served as a page (kept as is in a
+    stored deflate block) has members of its own."""
+    member, head = _inflate(raw, pos), b""
+    try:
+        while len(head) < 5:
+            head += next(member)
+    except (StopIteration, EOFError, zlib.error):
+        return False
+    if not head.startswith(b"WARC/"):
+        return False
+    try:
+        while True:
+            next(member)
+    except StopIteration as done:
+        raw.seek(done.value)
+        return raw.read(2) in (b"", GZIP_MAGIC[:2])
+    except (EOFError, zlib.error):
+        return True  # a record's member, broken: the range that reads it quarantines it
+
+
+def find_member(raw: BinaryIO, start: int, end: int | None) -> int | None:
+    """The first byte in [start, end) where a gzip member that starts a WARC record begins
+    (`_starts_record`), or None if there is none."""
+    pos = start
+    while end is None or pos < end:
+        raw.seek(pos)
+        if len(block := raw.read(_BLOCK)) < len(GZIP_MAGIC):
+            return None
+        at = block.find(GZIP_MAGIC)
+        while at >= 0 and (end is None or pos + at < end):
+            if _starts_record(raw, pos + at):
+                return pos + at
+            at = block.find(GZIP_MAGIC, at + 1)
+        pos += len(block) - len(GZIP_MAGIC) + 1  # a match may straddle two blocks
+    return None
+
+
+class GzipMembers:
+    """The inflated gzip members of a WARC file, from the member at byte `start` up to the
+    first member at or after `end` that starts a record (it and those after it are the next
+    range's), as a stream for fastwarc. A member that does not start a record (the rest of one
+    that spans members) is read with the record it continues. An error ends the stream early
+    and waits in `error`, so that fastwarc still yields every record that came whole."""
+
+    def __init__(self, raw: BinaryIO, start: int, end: int | None) -> None:
+        self.error: Exception | None = None
+        self._chunks = self._members(raw, start, end)
+        self._buf, self._pos, self._inflated = bytearray(), 0, 0
+        self._starts: list[int] = []  # where each member starts in the inflated stream
+        self._offsets: list[int] = []  # ... and in the file
+        self._member, self._seen = -1, 0  # for `offset_of`: the last record's member, index
+
+    def _members(self, raw: BinaryIO, pos: int, end: int | None) -> Iterator[bytes]:
+        while True:
+            raw.seek(pos)
+            if not raw.read(1) or (end is not None and pos >= end and _starts_record(raw, pos)):
+                return
+            self._starts.append(self._inflated)
+            self._offsets.append(pos)
+            pos = yield from _inflate(raw, pos)
+
+    def read(self, size: int = -1) -> bytes:
+        while self.error is None and (size < 0 or len(self._buf) < size):
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                break
+            except (OSError, EOFError, zlib.error) as e:
+                self.error = e
+                break
+            self._buf += chunk
+            self._inflated += len(chunk)
+        n = len(self._buf) if size < 0 else min(size, len(self._buf))
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._pos += n
+        return out
+
+    def tell(self) -> int:
+        return self._pos
+
+    def offset_of(self, pos: int) -> int:
+        """The offset of the record at `pos` of the inflated stream (see the module docstring);
+        called once for every record, in order."""
+        member = bisect.bisect_right(self._starts, pos) - 1
+        self._seen = self._seen + 1 if member == self._member else 0
+        self._member = member
+        return self._offsets[member] + self._seen
+
+
+def iter_warc_range(
+    raw: BinaryIO, start: int, end: int | None, extractor: Extractor
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (offset, fields) for each document record of a WARC, WET or WAT file that starts
+    in its bytes [start, end) (`end` None: to the end of the file): the records of each gzip
+    member that starts there. A file that is not gzipped is read whole by the range that
+    starts at 0 (it is not split, see `tasks.ingest.inputs`).
+
+    Raises:
+        OSError, EOFError, zlib.error: for a file that breaks off or is corrupt, after the
+            records read whole before the break.
+    """
+    if start == 0 and raw.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+        raw.seek(0)
+        yield from iter_warc(raw, extractor)
+        return
+    first = 0 if start == 0 else find_member(raw, start, end)
+    if first is None:
+        return
+    members = GzipMembers(raw, first, end)
+    yield from iter_warc(members, extractor, members.offset_of)
+    if members.error is not None:
+        raise members.error

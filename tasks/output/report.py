@@ -16,9 +16,10 @@ from prefect import task
 
 from shards.ledger import ledger_files
 from shards.manifest import manifest_path, read_manifest, shard_paths
+from shards.reader import read_frame
 from shards.schema import QUALITY_SIGNALS
 from shards.tokens import tokens_dir
-from shards.workdir import report_dir, report_file
+from shards.workdir import report_file
 from shards.writer import atomic_path
 
 
@@ -28,7 +29,7 @@ def load_shards(out: Path) -> pl.DataFrame:
     columns = ["lang", *QUALITY_SIGNALS]
     if not paths:
         return pl.DataFrame(schema={c: pl.Float32 for c in columns})
-    return pl.concat([pl.scan_ipc(p).select(columns).collect() for p in paths])
+    return pl.concat([read_frame(p, columns) for p in paths])
 
 
 def load_ledger(out: Path) -> pl.DataFrame:
@@ -37,7 +38,7 @@ def load_ledger(out: Path) -> pl.DataFrame:
     columns = ["doc_id", "stage", "kind", "reason", "detail"]
     if not paths:
         return pl.DataFrame(schema={c: pl.String for c in columns})
-    return pl.concat([pl.scan_ipc(p).select(columns).collect() for p in paths])
+    return pl.concat([read_frame(p, columns) for p in paths])
 
 
 def cluster_sizes(ledger: pl.DataFrame) -> pl.DataFrame:
@@ -108,8 +109,7 @@ PLOTS = ("languages", "quality_signals", "duplicate_clusters", "removed", "token
 
 def build_report(out: Path) -> Path:
     """Write `<out>/report/` and return the path of its `index.html`."""
-    manifest, report = read_manifest(out), report_dir(out)
-    report.mkdir(exist_ok=True)
+    manifest = read_manifest(out)
     shards, ledger = load_shards(out), load_ledger(out)
     reasons = {f"{s}: {r}": n for s, r, n in ledger.group_by("stage", "reason").len().rows()}
     tokens_manifest = manifest_path(tokens_dir(out))

@@ -17,13 +17,16 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.ipc as ipc
 import xxhash
 from prefect import task
 from pydantic import BaseModel, Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from shards.manifest import shard_paths, void_manifest
+from shards.reader import read_frame
 from shards.schema import AUGMENTED_FROM
+from shards.storage import open_file
 from shards.tokens import (
     SPLITS,
     TokenShardWriter,
@@ -59,12 +62,12 @@ def iter_texts(
 ) -> Iterator[pl.DataFrame]:
     """`columns` of the shards, in order, a batch at a time (null where a shard lacks one)."""
     for path in shard_paths:
-        frame = pl.scan_ipc(path)
-        names = frame.collect_schema().names()
+        with open_file(path) as source:
+            names = ipc.open_file(source).schema.names
+        frame = read_frame(path, [c for c in columns if c in names])
         frame = frame.select(c if c in names else pl.lit(None, pl.String).alias(c) for c in columns)
-        total = frame.select(pl.len()).collect().item()
-        for offset in range(0, total, batch_rows):
-            yield frame.slice(offset, batch_rows).collect()
+        for offset in range(0, frame.height, batch_rows):
+            yield frame.slice(offset, batch_rows)
 
 
 def train_tokenizer(texts: Iterator[str], vocab_size: int) -> Tokenizer:
@@ -112,7 +115,7 @@ def load_or_train_tokenizer(cfg: TokenizeConfig, shard_paths: list[Path], dest: 
             raise FileNotFoundError(f"tokenize.tokenizer: no tokenizer at {cfg.tokenizer}")
         tokenizer = Tokenizer.from_file(cfg.tokenizer)
     elif dest.exists():
-        return Tokenizer.from_file(str(dest))
+        return Tokenizer.from_str(dest.read_text())
     else:
         sample = (t for batch in iter_texts(shard_paths) for t in batch["text"])
         tokenizer = train_tokenizer(

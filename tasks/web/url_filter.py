@@ -37,7 +37,7 @@ from prefect import task
 from pydantic import BaseModel, Field, field_validator
 
 from shards.schema import URL
-from tasks.partition import StageDir, run_partition
+from tasks.partition import StageDir, run_partitions
 from tasks.records import Rule, StageResult, StageStats, apply_rules
 
 STAGE = "url_filter"
@@ -236,6 +236,6 @@ def filter_urls(df: pl.DataFrame, cfg: UrlFilterConfig) -> StageResult:
 
 
 @task(name="url_filter")
-def url_filter(part: str, src: StageDir, out: StageDir, cfg: UrlFilterConfig) -> StageStats:
-    """Filter one partition of `src` by URL into `out`."""
-    return run_partition(src, out, part, lambda df: filter_urls(df, cfg))
+def url_filter(parts: list[str], src: StageDir, out: StageDir, cfg: UrlFilterConfig) -> StageStats:
+    """Filter partitions of `src` by URL into `out`."""
+    return run_partitions(src, out, parts, lambda df: filter_urls(df, cfg))

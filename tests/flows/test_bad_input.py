@@ -132,6 +132,11 @@ def filler(prefix: str, n: int) -> list[bytes]:
     return [record(f"{prefix}-{i}", english(i)) for i in range(n)]
 
 
+def starts_of(lines: list[bytes]) -> list[int]:
+    """The byte offset of each line in `jsonl(lines)`: a JSONL record's offset."""
+    return [sum(len(line) + 1 for line in lines[:i]) for i in range(len(lines))]
+
+
 def words(text: str, n: int = 6) -> str:
     return " ".join(text.split()[:n])
 
@@ -163,38 +168,42 @@ def write_records_jsonl(c: Corpus, good: list[str]) -> None:
         ("invalid_utf8_in_url_and_id", bad_meta + json.dumps(good[4]).encode() + b"}"),
         ("good", record("good-5", good[5])),
     ]
-    name = "records.jsonl"
-    c.write(name, jsonl([line for _, line in lines]) + b"\n  \n", list(range(1, len(lines) + 1)))
-    for lineno, (kind, _) in enumerate(lines, 1):
+    name, at = "records.jsonl", starts_of([line for _, line in lines])
+    c.write(name, jsonl([line for _, line in lines]) + b"\n  \n", at)
+    for offset, (kind, _) in zip(at, lines, strict=True):
         if kind == "good":
-            c.keep(name, lineno)
+            c.keep(name, offset)
         else:
-            c.kind(kind, name, lineno)
-    c.keep(name, 3, "Café crème.")
-    c.keep(name, 16, words(good[2]))
-    c.keep(name, 18, "\ufffd")
-    c.keep(name, 19, words(good[4]))
+            c.kind(kind, name, offset)
+    c.keep(name, at[2], "Café crème.")
+    c.keep(name, at[15], words(good[2]))
+    c.keep(name, at[17], "\ufffd")
+    c.keep(name, at[18], words(good[4]))
 
 
 def write_compressed(c: Corpus, good: list[str]) -> None:
     """Cut and broken gzip and zstd files: what was read before the break is kept."""
-    data = gzip.compress(jsonl([record("gz-good", good[6]), *filler("gz", 30)]), mtime=0)
-    c.write("cut.jsonl.gz", data[: len(data) * 3 // 4], list(range(1, 32)))
-    c.keep("cut.jsonl.gz", 1)
+    lines = [record("gz-good", good[6]), *filler("gz", 30)]
+    data = gzip.compress(jsonl(lines), mtime=0)
+    c.write("cut.jsonl.gz", data[: len(data) * 3 // 4], starts_of(lines))
+    c.keep("cut.jsonl.gz", 0)
     c.kind("truncated_gzip", "cut.jsonl.gz")
 
     # Two frames, as a streaming compressor writes them; the second is cut short.
-    first = zstandard.ZstdCompressor().compress(jsonl([record("zst-good", good[7])]))
-    second = zstandard.ZstdCompressor().compress(jsonl(filler("zst", 30)))
-    c.write("cut.jsonl.zst", first + second[: len(second) // 2], list(range(1, 32)))
-    c.keep("cut.jsonl.zst", 1)
+    lines = [record("zst-good", good[7]), *filler("zst", 30)]
+    first = zstandard.ZstdCompressor().compress(jsonl(lines[:1]))
+    second = zstandard.ZstdCompressor().compress(jsonl(lines[1:]))
+    c.write("cut.jsonl.zst", first + second[: len(second) // 2], starts_of(lines))
+    c.keep("cut.jsonl.zst", 0)
     c.kind("truncated_zstd", "cut.jsonl.zst")
 
-    head = gzip.compress(jsonl([record("m-0", good[8]), record("m-1", good[9])]), mtime=0)
-    tail = gzip.compress(jsonl(filler("member", 40)), mtime=0)
-    c.write("members.jsonl.gz", head + tail[: len(tail) // 2], list(range(1, 43)))
-    c.keep("members.jsonl.gz", 1)
-    c.keep("members.jsonl.gz", 2)
+    lines = [record("m-0", good[8]), record("m-1", good[9]), *filler("member", 40)]
+    head = gzip.compress(jsonl(lines[:2]), mtime=0)
+    tail = gzip.compress(jsonl(lines[2:]), mtime=0)
+    at = starts_of(lines)
+    c.write("members.jsonl.gz", head + tail[: len(tail) // 2], at)
+    c.keep("members.jsonl.gz", at[0])
+    c.keep("members.jsonl.gz", at[1])
     c.kind("gzip_second_member_fails", "members.jsonl.gz")
 
     for name, data, kind in [
@@ -246,9 +255,10 @@ def write_huge(c: Corpus, good: list[str]) -> None:
     """A single 50 MB document, then a good one in the same JSONL file."""
     sentence = "The river ran past the old mill while the children watched the water. "
     huge = sentence * (HUGE_BYTES // len(sentence) + 1)
-    c.write("huge.jsonl", jsonl([record("huge", huge), record("after-huge", good[15])]), [1, 2])
-    c.kind("huge_document_50mb", "huge.jsonl", 1)
-    c.keep("huge.jsonl", 2)
+    lines = [record("huge", huge), record("after-huge", good[15])]
+    c.write("huge.jsonl", jsonl(lines), starts_of(lines))
+    c.kind("huge_document_50mb", "huge.jsonl", 0)
+    c.keep("huge.jsonl", starts_of(lines)[1])
 
 
 def page(text: str) -> bytes:
@@ -387,7 +397,8 @@ def test_good_records_in_the_same_files_are_kept(fuzz_run):
         assert fragment in texts[source], (source, fragment)
         assert "\x00" not in texts[source] and "ÿþ" not in texts[source], source
     assert set(texts) == set(corpus.good)
-    meta = shards.filter(pl.col("source") == corpus.uri("records.jsonl") + ":19").row(0, named=True)
+    _, source = corpus.kinds["invalid_utf8_in_url_and_id"]
+    meta = shards.filter(pl.col("source") == source).row(0, named=True)
     assert (meta["doc_id"], meta["url"]) == ("id-\ufffd", "https://example.org/\ufffd")
 
 

@@ -111,7 +111,7 @@ def test_task_replaces_names_with_the_configured_pipeline(tmp_path: Path):
     pii = PiiConfig(ner_model=str(save_pipeline(tmp_path / "ner")))
     src, out = StageDir("ingest", tmp_path / "src"), StageDir("normalize", tmp_path / "out")
     write_table(batch(["Ada  Lovelace wrote to ada@example.org."]).to_arrow(), src.kept("p0"))
-    stats = normalize.fn("p0", src, out, NormalizeConfig(pii=pii))
+    stats = normalize.fn(["p0"], src, out, NormalizeConfig(pii=pii))
     kept = pl.read_ipc(out.kept("p0"))
     assert stats.kept == 1
     assert kept["text"].to_list() == [f"{PERSON} wrote to {EMAIL}."]

@@ -264,3 +264,20 @@ def test_pieces_longer_than_spacys_text_limit_are_tokenized():
     pieces = ["x" * 1_200_000, *(["word"] * 300_000)]  # over 1,000,000 characters joined
     tokens = spacy_tokens(pieces, "en", frozenset())
     assert tokens["piece"].n_unique() == len(pieces)
+
+
+def test_a_documents_signals_do_not_depend_on_the_documents_batched_with_it():
+    # spaCy's Spanish special case "EE. UU." spans a space: were it applied to the pieces
+    # joined for tokenizing, a piece "EE." at the end of one document and "UU." at the start of
+    # the next would become one word, and the signals would depend on the partitioning.
+    docs = [f"{q_prose(0)} Los EE.", f"UU. {q_prose(1)}"]
+    df = pl.DataFrame({"text": docs, "lang": ["es"] * 2, "script": ["Latn"] * 2})
+    cfg = q.QualityConfig()
+    together = q.add_signals(df, cfg).select(QUALITY_SIGNALS)
+    alone = pl.concat([q.add_signals(df[i : i + 1], cfg) for i in range(2)]).select(QUALITY_SIGNALS)
+    assert together.equals(alone)
+
+
+def q_prose(seed: int) -> str:
+    words = ["el", "río", "pasaba", "junto", "al", "viejo", "molino", "y", "los", "niños"]
+    return " ".join(words[(seed + i) % len(words)] for i in range(40)) + "."
