@@ -159,6 +159,12 @@ ORCH_PARTITIONS ?= 4 500
 bench-orchestration: $(STAMP)
 	$(BIN)/python bench/orchestration.py $(foreach n,$(ORCH_PARTITIONS),--partitions $(n))
 
+# refinery prepare against datatrove's FineWeb pipeline on the same generated WARC files
+# (E2E_PAGES pages made from the real pages in bench/data and tests/data), 1 and 2 workers.
+E2E_PAGES ?= 1200
+bench-e2e: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python bench/e2e.py --pages $(E2E_PAGES) --json data/bench/e2e/results.json
+
 # Quantile-matches the zh and ja quality thresholds on the Wikipedia paragraphs in bench/data
 # and writes them to tasks/resources/quality_languages.yaml.
 calibrate-quality: $(STAMP)

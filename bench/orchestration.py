@@ -39,15 +39,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gzip
 import json
 import os
 import platform
 import re
-import resource
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from e2e import become_subreaper, cpu_children, end_tree  # the same process-tree harness
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -78,7 +76,6 @@ PREFECT_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
-PR_SET_CHILD_SUBREAPER = 36
 SAMPLE_S = 0.2
 TARGET = 1.2  # at most this times the smallest count's wall time and peak memory
 BUSY_WARN = 5.0  # % of the cores' time taken by other processes that skews a run
@@ -239,36 +236,6 @@ class Sampler(threading.Thread):
                     times = proc.cpu_times()
                     self.flow_cpu = times.user + times.system
         return flow, tree
-
-
-def become_subreaper() -> None:
-    """Make orphans of this process's descendants this process's children (Linux)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
-
-
-def end_tree(pgid: int) -> None:
-    """Kill what is left of a run (its process group, then any other descendant); reap all."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for proc in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return  # no children left: all reaped
-        if pid == 0:
-            time.sleep(0.05)
-
-
-def cpu_children() -> float:
-    """User and system seconds of every reaped descendant so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def busy_s() -> float:
