@@ -110,9 +110,11 @@ class StageChain:
         if not queued:
             return
         started = time.perf_counter()
-        futures = run_steps.map(batches(self.parts, self.slots), unmapped([s for _, s in queued]))
+        stages = list(dict.fromkeys(st for st, _ in queued))
+        mapped = run_steps.with_options(task_run_name="+".join(stages))  # its name in the UI
+        futures = mapped.map(batches(self.parts, self.slots), unmapped([s for _, s in queued]))
         totals: list[StageStats | None] = [None] * len(queued)
-        with StageProgress("-".join(dict.fromkeys(st for st, _ in queued)), len(futures)) as bar:
+        with StageProgress("-".join(stages), len(futures)) as bar:
             for done, future in enumerate(as_completed(futures), 1):
                 for i, stats in enumerate(future.result()):
                     if stats is not None:
