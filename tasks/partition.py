@@ -11,6 +11,7 @@ partitions through several stages, each stage still saving its own rows and stat
 each partition's kept rows to the next stage in memory rather than reading them back.
 """
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -147,6 +148,24 @@ def _by_partition(df: pl.DataFrame, heights: np.ndarray) -> list[pl.DataFrame]:
     # partition leaves them: a slice or a gather can leave bits set past a partition's last
     # row, and the files' bytes would then depend on the partitions read together.
     return [rows.filter(pl.Series(which == k)) for k in range(len(heights))]
+
+
+def duplicates_in(path: Path, part: str) -> pl.DataFrame:
+    """The rows of partition `part` in a dedup stage's duplicates file (`row`, ...): the
+    file is read once per process and kept, split by partition, while it stays the same."""
+    stat = path.stat()
+    return _duplicates(path, stat.st_mtime, stat.st_size).get(part, _NO_DUPLICATES)
+
+
+_NO_DUPLICATES = pl.DataFrame(
+    schema={"row": pl.UInt32, "duplicate_of": pl.String, "cluster_size": pl.UInt32}
+)
+
+
+@functools.lru_cache(maxsize=2)
+def _duplicates(path: Path, mtime: float, size: int) -> dict[str, pl.DataFrame]:
+    found = read_frame(path).partition_by("part", as_dict=True, include_key=False)
+    return {key[0]: frame for key, frame in found.items()}
 
 
 def keep_once(

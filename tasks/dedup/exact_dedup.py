@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from shards.reader import read_frame
 from shards.schema import DOC_ID, TEXT
 from shards.workdir import StageDir
-from tasks.partition import keep_once, run_partition
+from tasks.partition import duplicates_in, keep_once, run_partition
 from tasks.records import StageStats, drop_duplicates
 
 STAGE = "exact_dedup"
@@ -77,5 +77,5 @@ def group_duplicates(out: StageDir, parts: list[str]) -> None:
 @task(name="exact_dedup")
 def exact_dedup(part: str, src: StageDir, out: StageDir) -> StageStats:
     """Drop the duplicates found in one partition."""
-    dups = read_frame(out.duplicates).filter(pl.col("part") == part).drop("part")
+    dups = duplicates_in(out.duplicates, part)
     return run_partition(src, out, part, lambda df: drop_duplicates(df, dups, STAGE, DUPLICATE))

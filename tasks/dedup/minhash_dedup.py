@@ -45,7 +45,7 @@ from tasks.dedup.minhash_cluster import (
 from tasks.dedup.minhash_sketch import signatures
 from tasks.filter.langid import LangIdConfig, identify, load_model
 from tasks.filter.quality import quality_score
-from tasks.partition import keep_once, run_partition
+from tasks.partition import duplicates_in, keep_once, run_partition
 from tasks.records import StageStats, drop_duplicates
 
 STAGE = "minhash"
@@ -204,27 +204,31 @@ def member_table(
     nodes: np.ndarray, needs_lang: np.ndarray, cfg: MinhashConfig, at: ClusterInputs
 ) -> pl.DataFrame:
     """doc_id, weight, keeper score and (where `needs_lang`) language of the documents in
-    pairs (`nodes`), read one partition at a time."""
+    pairs (`nodes`, sorted): their rows are read one partition at a time, then scored and
+    identified in one call each, whatever the number of partitions."""
     part_of, row_of = split_refs(nodes)
-    model = load_model(at.langid.model) if needs_lang.any() else None
-    frames = []
+    metas, texts = [], []
     for p in np.unique(part_of):
         here = part_of == p
         rows = pl.Series("row", row_of[here], pl.UInt32)
-        meta = read_frame(at.out.keys(at.parts[p]), [DOC_ID, "weight"])[rows]
-        check = np.flatnonzero(needs_lang[here])
-        if cfg.keep == "quality" or len(check):
-            text = read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT]
-        score = pl.repeat(0.0, len(rows), dtype=pl.Float32, eager=True)
-        if cfg.keep == "quality":
-            ends = text.str.head(SCORE_CHARS // 2) + "\n" + text.str.tail(SCORE_CHARS // 2)
-            short = text.str.len_chars() <= SCORE_CHARS
-            score = quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)}))
-        lang = pl.repeat(None, len(rows), dtype=pl.String, eager=True)
-        if len(check):
-            lang = lang.scatter(check, identify(text[check], model, _LANG_CFG)[LANG])
-        frames.append(meta.with_columns(score=score.cast(pl.Float32), lang=lang))
-    return pl.concat(frames).with_columns(ref=pl.Series(nodes))
+        metas.append(read_frame(at.out.keys(at.parts[p]), [DOC_ID, "weight"])[rows])
+        if cfg.keep == "quality" or needs_lang[here].any():
+            texts.append(read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT])
+        else:
+            texts.append(pl.repeat(None, len(rows), dtype=pl.String, eager=True).alias(TEXT))
+    text = pl.concat(texts)
+    score = pl.repeat(0.0, len(nodes), dtype=pl.Float32, eager=True)
+    if cfg.keep == "quality":
+        ends = text.str.head(SCORE_CHARS // 2) + "\n" + text.str.tail(SCORE_CHARS // 2)
+        short = text.str.len_chars() <= SCORE_CHARS
+        score = quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)}))
+    lang = pl.repeat(None, len(nodes), dtype=pl.String, eager=True)
+    if (check := np.flatnonzero(needs_lang)).size:
+        model = load_model(at.langid.model)
+        lang = lang.scatter(check, identify(text[check], model, _LANG_CFG)[LANG])
+    return pl.concat(metas).with_columns(
+        score=score.cast(pl.Float32), lang=lang, ref=pl.Series(nodes)
+    )
 
 
 def same_language(pairs: pl.DataFrame, members: pl.DataFrame) -> np.ndarray:
@@ -296,5 +300,5 @@ def cluster_pairs(at: ClusterInputs, cfg: MinhashConfig) -> None:
 @task(name="minhash")
 def minhash_dedup(part: str, src: StageDir, out: StageDir) -> StageStats:
     """Drop the near-duplicates found in one partition."""
-    dups = read_frame(out.duplicates).filter(pl.col("part") == part).drop("part")
+    dups = duplicates_in(out.duplicates, part)
     return run_partition(src, out, part, lambda df: drop_duplicates(df, dups, STAGE, DUPLICATE))
