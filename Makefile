@@ -153,11 +153,14 @@ bench-augment: $(STAMP)
 	$(BIN)/python bench/augment.py
 
 # Orchestration cost of `prepare` against the partition count: 10,000 generated documents
-# (45 MB of JSONL) in 4 and 500 partitions (ORCH_PARTITIONS=; 2000 works too), thread runner,
-# a fresh temporary Prefect server per run.
+# (45 MB of JSONL) in 4 and 500 partitions (ORCH_PARTITIONS=; 2000 works too), with the
+# thread and the process runner (ORCH_RUNNERS=), a fresh temporary Prefect server per run.
 ORCH_PARTITIONS ?= 4 500
+ORCH_RUNNERS ?= local process
 bench-orchestration: $(STAMP)
-	$(BIN)/python bench/orchestration.py $(foreach n,$(ORCH_PARTITIONS),--partitions $(n))
+	for runner in $(ORCH_RUNNERS); do \
+	  $(BIN)/python bench/orchestration.py --runner $$runner \
+	    $(foreach n,$(ORCH_PARTITIONS),--partitions $(n)) || exit 1; done
 
 # refinery prepare against datatrove's FineWeb pipeline on the same generated WARC files
 # (E2E_PAGES pages made from the real pages in bench/data and tests/data), 1 and 2 workers.

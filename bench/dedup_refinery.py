@@ -49,18 +49,18 @@ def run(work: Path, names: list[str], cfg: near.MinhashConfig) -> set[str]:
     src = StageDir("normalize", work / "normalize")
     ex = StageDir("exact_dedup", work / "exact")
     for name in names:
-        exact.hash_partition.fn(name, src, ex)
+        exact.hash_partitions.fn([name], src, ex)
     exact.group_duplicates.fn(ex, names)
     for name in names:
-        exact.exact_dedup.fn(name, src, ex)
+        exact.exact_dedup.fn([name], src, ex)
     mh = StageDir("minhash", work / "minhash")
     for name in names:
-        near.sign_partition.fn(name, ex, mh, cfg)
+        near.sign_partitions.fn([name], ex, mh, cfg)
     for group, bands in enumerate(cfg.band_groups()):
         near.find_pairs.fn(group, bands, mh, names, cfg)
     near.cluster_pairs.fn(near.ClusterInputs(ex, mh, names, LangIdConfig()), cfg)
     for name in names:
-        near.minhash_dedup.fn(name, ex, mh)
+        near.minhash_dedup.fn([name], ex, mh)
     removed = [pl.read_ipc(d.ledger(n), columns=["doc_id"]) for d in (ex, mh) for n in names]
     return set(pl.concat(removed)["doc_id"])
 

@@ -1,11 +1,12 @@
 """What orchestration costs `refinery prepare` as the number of input partitions grows.
 
     .venv/bin/python bench/orchestration.py [--partitions 4 --partitions 500 ...] \\
-        [--docs 10000] [--workers N] [--workdir /tmp/refinery-orch] [--timeout 420] [--json PATH]
+        [--runner local|process] [--docs 10000] [--workers N] [--workdir /tmp/refinery-orch] \\
+        [--timeout 420] [--json PATH]
 
 The same corpus is prepared once per partition count (4 and 500 by default; --partitions is
 repeatable, e.g. 2000), each time as a user would run it: `refinery prepare --runner local`
-(the thread runner) with `ingest.partition_bytes` = ceil(corpus bytes / count) and
+(the thread runner; `--runner process` for worker processes) with `ingest.partition_bytes` = ceil(corpus bytes / count) and
 `tokenize.enabled=false`, from a fresh output folder, with a fresh PREFECT_HOME, so the temporary
 Prefect server starts on an empty SQLite database. The flow plans at least 4 partitions per
 worker slot, so a small count gives more: the actual count is read from the manifest
@@ -356,7 +357,7 @@ def run_one(count: int, stamp: dict, args: argparse.Namespace) -> dict:
     home.mkdir(parents=True)
     partition_bytes = -(-stamp["bytes"] // count)
     command = [str(REFINERY), "prepare", "--input", stamp["path"], "--output", str(out),
-               "--runner", "local", "--set", f"ingest.partition_bytes={partition_bytes}",
+               "--runner", args.runner, "--set", f"ingest.partition_bytes={partition_bytes}",
                "--set", "tokenize.enabled=false"]  # fmt: skip
     if args.workers:
         command += ["--workers", str(args.workers)]
@@ -470,6 +471,12 @@ def parse_args() -> argparse.Namespace:
                         help="partitions to ask for; repeatable (default: 4 500)")  # fmt: skip
     parser.add_argument("--docs", type=int, default=10_000, help="documents in the corpus")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--runner",
+        choices=["local", "process"],
+        default="local",
+        help="prepare's runner: threads (local) or processes",
+    )
     parser.add_argument("--workers", type=int, help="threads of the runner (default: cores)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/refinery-orch"))
     parser.add_argument("--timeout", type=float, default=600, help="seconds a run may take")

@@ -34,13 +34,13 @@ from tasks.augment.augment import (
 from tasks.augment.config import Vetting
 from tasks.augment.config import stage_key as augment_key
 from tasks.clean.normalize import normalize
-from tasks.dedup.exact_dedup import exact_dedup, group_duplicates, hash_partition
+from tasks.dedup.exact_dedup import exact_dedup, group_duplicates, hash_partitions
 from tasks.dedup.minhash_dedup import (
     ClusterInputs,
     cluster_pairs,
     find_pairs,
     minhash_dedup,
-    sign_partition,
+    sign_partitions,
 )
 from tasks.dedup.minhash_dedup import stage_key as minhash_stage_key
 from tasks.filter.langid import langid
@@ -184,7 +184,7 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
 
     ingest_key = {"config": cfg.ingest.model_dump(mode="json"), "files": [asdict(f) for f in files],
                   "plan": [asdict(p) for p in parts]}  # fmt: skip
-    chain.then(ingest, chain.start("ingest", ingest_key), cfg.ingest, whole=True)
+    chain.then(ingest, chain.start("ingest", ingest_key), cfg.ingest, whole=True, grouped=True)
     if cfg.url_filter.enabled:
         src, dst = chain.last, chain.start("url_filter", cfg.url_filter)
         chain.then(url_filter, src, dst, cfg.url_filter, grouped=True)
@@ -207,21 +207,21 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
     names = chain.names
     if cfg.exact_dedup.enabled:
         src, dst = chain.last, chain.start("exact_dedup", cfg.exact_dedup)
-        chain.then(hash_partition, src, dst)
+        chain.then(hash_partitions, src, dst, grouped=True)
         chain.run()
         group_duplicates(dst, names)
-        chain.then(exact_dedup, src, dst)
+        chain.then(exact_dedup, src, dst, grouped=True)
 
     if cfg.minhash.enabled:
         key = minhash_stage_key(cfg.minhash, cfg.langid)
         src, dst = chain.last, chain.start("minhash", key)
-        chain.then(sign_partition, src, dst, cfg.minhash)
+        chain.then(sign_partitions, src, dst, cfg.minhash, grouped=True)
         chain.run()
         groups = cfg.minhash.band_groups()
         find_pairs.map(range(len(groups)), groups, unmapped(dst), unmapped(names),
                        unmapped(cfg.minhash)).result()  # fmt: skip
         cluster_pairs(ClusterInputs(src, dst, names, cfg.langid), cfg.minhash)
-        chain.then(minhash_dedup, src, dst)
+        chain.then(minhash_dedup, src, dst, grouped=True)
 
 
 def describe_inputs(

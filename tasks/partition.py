@@ -12,6 +12,7 @@ each partition's kept rows to the next stage in memory rather than reading them 
 """
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from prefect import Task, task
 from shards.reader import read_frame
 from shards.workdir import StageDir
 from shards.writer import write_table
-from tasks.records import ROW, StageResult, StageStats, text_bytes
+from tasks.records import ROW, StageResult, StageStats, drop_duplicates, text_bytes
 
 
 def done(out: StageDir, part: str) -> StageStats | None:
@@ -50,12 +51,15 @@ def save(out: StageDir, part: str, result: StageResult, stats: StageStats) -> St
     return stats
 
 
-def read_kept(src: StageDir, part: str) -> pl.DataFrame:
-    """The rows `src` kept of `part`: handed over in memory when this thread's `run_steps`
-    has just saved them (each is read once, by the next stage), else read from the file."""
+def read_kept(src: StageDir, part: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """The rows `src` kept of `part` (only `columns`, if given): handed over in memory when
+    this thread's `run_steps` has just saved them (each is read once, by the next stage),
+    else read from the file."""
     held = getattr(_handoff, "frames", None) or {}
     found = held.pop(src.kept(part), None)
-    return found if found is not None else read_frame(src.kept(part))
+    if found is None:
+        return read_frame(src.kept(part), columns)
+    return found if columns is None else found.select(columns)
 
 
 def run_partition(
@@ -99,10 +103,11 @@ def run_partitions(
     src: StageDir | None,
     out: StageDir,
     parts: Sequence[str],
-    fn: Callable[[pl.DataFrame], StageResult],
+    fn: Callable[..., StageResult],
     *,
     reads: Sequence[Callable[[], pl.DataFrame]] | None = None,
     sizes: Sequence[int] | None = None,
+    named: bool = False,
 ) -> StageStats:
     """`run_partition` over several partitions with one call of `fn` on their rows together,
     for steps that decide each row on its own: the fixed cost of a call (building a query,
@@ -111,6 +116,8 @@ def run_partitions(
 
     `fn` must carry the `ROW` column through to its kept rows and ledger rows (`ledger_rows`
     does); `reads` and `sizes` are `run_partition`'s `read` and `bytes_in`, per partition.
+    With `named`, `fn` also takes the names of the partitions read, in order, and their
+    numbers of rows (a step that looks rows up by partition, such as a dedup stage's drop).
 
     Returns:
         The partitions' stats, summed.
@@ -125,7 +132,8 @@ def run_partitions(
     start = time.perf_counter()
     frames = [reads[i]() if reads else read_kept(src, parts[i]) for i in todo]  # type: ignore[arg-type]
     heights = np.array([f.height for f in frames])
-    result = fn(pl.concat(frames, how="vertical_relaxed").with_row_index(ROW))
+    rows = pl.concat(frames, how="vertical_relaxed").with_row_index(ROW)
+    result = fn(rows, [parts[i] for i in todo], heights) if named else fn(rows)
     if any(ROW not in f.columns and f.height for f in (result.kept, result.removed)):
         raise RuntimeError(f"{out.stage}: the step lost the {ROW} column; run it per partition")
     seconds = (time.perf_counter() - start) / max(1, int(heights.sum()))
@@ -144,10 +152,12 @@ def _by_partition(df: pl.DataFrame, heights: np.ndarray) -> list[pl.DataFrame]:
         return [df] * len(heights)
     which = np.searchsorted(np.cumsum(heights), df[ROW].to_numpy(), side="right")
     rows = df.drop(ROW)
-    # A filter builds fresh validity bitmaps, their padding bits cleared, as a step on one
-    # partition leaves them: a slice or a gather can leave bits set past a partition's last
-    # row, and the files' bytes would then depend on the partitions read together.
-    return [rows.filter(pl.Series(which == k)) for k in range(len(heights))]
+    if np.any(np.diff(which) < 0):  # a step that reordered rows across partitions
+        return [rows.filter(pl.Series(which == k)) for k in range(len(heights))]
+    # In order (as row-wise steps keep them): each partition's rows are one slice. A file
+    # written from a slice has the bytes of one written from the partition's rows alone.
+    ends = np.searchsorted(which, np.arange(len(heights) + 1)).tolist()
+    return [rows.slice(a, b - a) for a, b in itertools.pairwise(ends)]
 
 
 def duplicates_in(path: Path, part: str) -> pl.DataFrame:
@@ -155,6 +165,22 @@ def duplicates_in(path: Path, part: str) -> pl.DataFrame:
     file is read once per process and kept, split by partition, while it stays the same."""
     stat = path.stat()
     return _duplicates(path, stat.st_mtime, stat.st_size).get(part, _NO_DUPLICATES)
+
+
+def drop_found(
+    path: Path, stage: str, reason: str
+) -> Callable[[pl.DataFrame, list[str], np.ndarray], StageResult]:
+    """A `named` step for `run_partitions` that drops the rows a dedup stage's duplicates
+    file (at `path`) lists, with `reason`: each partition's rows are shifted to where the
+    partition sits among those read together."""
+
+    def drop(df: pl.DataFrame, parts: list[str], heights: np.ndarray) -> StageResult:
+        starts = np.concatenate([[0], np.cumsum(heights)[:-1]])
+        found = [duplicates_in(path, part).with_columns(pl.col("row") + int(start))
+                 for part, start in zip(parts, starts, strict=True)]  # fmt: skip
+        return drop_duplicates(df, pl.concat(found), stage, reason)
+
+    return drop
 
 
 _NO_DUPLICATES = pl.DataFrame(
@@ -186,6 +212,33 @@ def keep_once(
         return
     table = compute()
     write_table(table.to_arrow() if isinstance(table, pl.DataFrame) else table, path, compression)
+
+
+def keep_each(
+    paths: Sequence[Path],
+    reads: Sequence[Callable[[], pl.DataFrame]],
+    compute: Callable[[pl.DataFrame], pl.DataFrame | pa.Table],
+    compression: Literal["zstd", "lz4"] | None = "zstd",
+) -> None:
+    """`keep_once` for several partitions, with one call of `compute` on their rows together
+    (the fixed cost of a call is paid once, however small the partitions): `compute` must
+    give one row per row read, in order, as a step that keys each row on its own does.
+    `paths[i]` is made from the rows `reads[i]` gives; one that exists is skipped."""
+    todo = [i for i, path in enumerate(paths) if not path.exists()]
+    if not todo:
+        return
+    frames = [reads[i]() for i in todo]
+    found = compute(pl.concat(frames, how="vertical_relaxed"))
+    table = found.to_arrow() if isinstance(found, pl.DataFrame) else found
+    if table.num_rows != sum(f.height for f in frames):
+        raise RuntimeError(f"{paths[todo[0]].parent.name}: not one result row per row read")
+    start = 0
+    for i, frame in zip(todo, frames, strict=True):
+        # Taken into fresh buffers (a written slice can carry its neighbours' bits): the
+        # file has the bytes of one computed from the partition's rows alone.
+        rows = table.take(np.arange(start, start + frame.height))
+        write_table(rows, paths[i], compression)
+        start += frame.height
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ class StageResult:
 
     def stats(self, stage: str, n_in: int, bytes_in: int, seconds: float) -> StageStats:
         """Count this result; raises if it does not balance with `n_in`."""
-        counts = self.removed.group_by("kind", "reason").len().rows()
+        counts = self.removed.group_by("kind", "reason").len().rows() if self.removed.height else []
         return StageStats(
             stage=stage,
             n_in=n_in,

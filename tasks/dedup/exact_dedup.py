@@ -7,6 +7,8 @@ no step holds more than one partition's text. Of each group the smallest doc_id 
 the answer does not depend on partitioning or input order.
 """
 
+import functools
+
 import polars as pl
 from prefect import task
 from pydantic import BaseModel
@@ -14,8 +16,8 @@ from pydantic import BaseModel
 from shards.reader import read_frame
 from shards.schema import DOC_ID, TEXT
 from shards.workdir import StageDir
-from tasks.partition import duplicates_in, keep_once, run_partition
-from tasks.records import StageStats, drop_duplicates
+from tasks.partition import drop_found, keep_each, keep_once, read_kept, run_partitions
+from tasks.records import StageStats
 
 STAGE = "exact_dedup"
 
@@ -63,9 +65,10 @@ def all_keys(out: StageDir, parts: list[str]) -> pl.DataFrame:
 
 
 @task(name="exact_dedup_keys")
-def hash_partition(part: str, src: StageDir, out: StageDir) -> None:
-    """Write the content keys of one partition."""
-    keep_once(out.keys(part), lambda: content_keys(read_frame(src.kept(part), [DOC_ID, TEXT])))
+def hash_partitions(parts: list[str], src: StageDir, out: StageDir) -> None:
+    """Write the content keys of each partition of `parts`."""
+    reads = [functools.partial(read_kept, src, part, [DOC_ID, TEXT]) for part in parts]
+    keep_each([out.keys(part) for part in parts], reads, content_keys)
 
 
 @task(name="exact_dedup_group")
@@ -75,7 +78,7 @@ def group_duplicates(out: StageDir, parts: list[str]) -> None:
 
 
 @task(name="exact_dedup")
-def exact_dedup(part: str, src: StageDir, out: StageDir) -> StageStats:
-    """Drop the duplicates found in one partition."""
-    dups = duplicates_in(out.duplicates, part)
-    return run_partition(src, out, part, lambda df: drop_duplicates(df, dups, STAGE, DUPLICATE))
+def exact_dedup(parts: list[str], src: StageDir, out: StageDir) -> StageStats:
+    """Drop the duplicates found in the partitions of `parts`."""
+    drop = drop_found(out.duplicates, STAGE, DUPLICATE)
+    return run_partitions(src, out, parts, drop, named=True)

@@ -30,7 +30,7 @@ from datasketch.lsh import _optimal_param
 from prefect import task
 from pydantic import BaseModel, Field, model_validator
 
-from shards.reader import read_frame
+from shards.reader import read_frame, read_table
 from shards.schema import CLUSTER_SIZE, DOC_ID, LANG, TEXT
 from shards.workdir import StageDir
 from tasks.dedup.minhash_cluster import (
@@ -45,8 +45,8 @@ from tasks.dedup.minhash_cluster import (
 from tasks.dedup.minhash_sketch import signatures
 from tasks.filter.langid import LangIdConfig, identify, load_model
 from tasks.filter.quality import quality_score
-from tasks.partition import duplicates_in, keep_once, run_partition
-from tasks.records import StageStats, drop_duplicates
+from tasks.partition import drop_found, keep_each, keep_once, read_kept, run_partitions
+from tasks.records import StageStats
 
 STAGE = "minhash"
 
@@ -150,14 +150,14 @@ def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
 def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> pl.DataFrame:
     """Candidate pairs (refs `a`, `b`) from `bands` with their estimated similarity `sim`;
     those below the threshold are left out unless `cfg.verify` is off."""
-    columns = ["doc_key", "empty"]
-    meta = [read_frame(f, columns) for f in keys_files]
-    refs = np.concatenate([make_refs(i, m.height) for i, m in enumerate(meta)])
-    doc_key = np.concatenate([m["doc_key"].to_numpy() for m in meta])
-    signed = ~np.concatenate([m["empty"].to_numpy() for m in meta])
+    names = [f"band{b:03d}" for b in bands]
+    tables = [read_table(f, ["doc_key", "empty", *names]) for f in keys_files]  # mapped locally
+    refs = np.concatenate([make_refs(i, t.num_rows) for i, t in enumerate(tables)])
+    doc_key = np.concatenate([column(t, "doc_key") for t in tables])
+    signed = ~np.concatenate([column(t, "empty") for t in tables])
     found = [np.empty((0, 2), np.uint64)]
-    for b in bands:
-        keys = np.concatenate([read_column(f, f"band{b:03d}") for f in keys_files])
+    for name in names:
+        keys = np.concatenate([column(t, name) for t in tables])
         found.append(bucket_pairs(keys[signed], doc_key[signed], refs[signed]))
     pairs = np.unique(np.concatenate(found), axis=0)
     sim = pair_similarity(pairs, SignatureStore.open(keys_files))
@@ -165,9 +165,9 @@ def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> 
     return pl.DataFrame({"a": pairs[keep, 0], "b": pairs[keep, 1], "sim": sim[keep]})
 
 
-def read_column(path: Path, column: str) -> np.ndarray:
-    """One column of an Arrow IPC file as a numpy array (zero-copy when uncompressed)."""
-    return read_frame(path, [column])[column].to_numpy()
+def column(table: pa.Table, name: str) -> np.ndarray:
+    """One column as a numpy array (a view of a memory-mapped file where it can be)."""
+    return table.column(name).to_numpy()
 
 
 def keepers(members: pl.DataFrame) -> pl.DataFrame:
@@ -274,9 +274,10 @@ def find_clusters(pairs: pl.DataFrame, cfg: MinhashConfig, at: ClusterInputs) ->
 
 
 @task(name="minhash_signatures")
-def sign_partition(part: str, src: StageDir, out: StageDir, cfg: MinhashConfig) -> None:
-    """Write the signatures and band keys of one partition."""
-    keep_once(out.keys(part), lambda: sign(read_frame(src.kept(part)), cfg), compression=None)
+def sign_partitions(parts: list[str], src: StageDir, out: StageDir, cfg: MinhashConfig) -> None:
+    """Write the signatures and band keys of each partition of `parts`."""
+    reads = [functools.partial(read_kept, src, part) for part in parts]
+    keep_each([out.keys(part) for part in parts], reads, lambda df: sign(df, cfg), None)
 
 
 @task(name="minhash_buckets")
@@ -298,7 +299,7 @@ def cluster_pairs(at: ClusterInputs, cfg: MinhashConfig) -> None:
 
 
 @task(name="minhash")
-def minhash_dedup(part: str, src: StageDir, out: StageDir) -> StageStats:
-    """Drop the near-duplicates found in one partition."""
-    dups = duplicates_in(out.duplicates, part)
-    return run_partition(src, out, part, lambda df: drop_duplicates(df, dups, STAGE, DUPLICATE))
+def minhash_dedup(parts: list[str], src: StageDir, out: StageDir) -> StageStats:
+    """Drop the near-duplicates found in the partitions of `parts`."""
+    drop = drop_found(out.duplicates, STAGE, DUPLICATE)
+    return run_partitions(src, out, parts, drop, named=True)

@@ -52,7 +52,7 @@ from tasks.ingest.inputs import (
     open_piece,
     row_group_start,
 )
-from tasks.partition import run_partition
+from tasks.partition import run_partitions
 from tasks.records import StageResult, StageStats, ledger_rows
 
 STAGE = "ingest"
@@ -341,7 +341,10 @@ def read_partition(pieces: tuple[InputFile | Piece, ...], cfg: IngestConfig) -> 
 
 
 @task(name="ingest")
-def ingest(part: Partition, out: StageDir, cfg: IngestConfig) -> StageStats:
-    """Read one partition of input pieces into `out` (its input bytes: the pieces' sizes)."""
-    read, size = partial(read_records, part.pieces, cfg), sum(p.size for p in part.pieces)
-    return run_partition(None, out, part.name, split_records, read=read, bytes_in=size)
+def ingest(parts: list[Partition], out: StageDir, cfg: IngestConfig) -> StageStats:
+    """Read each partition of `parts` (input pieces) into `out`; a partition's input bytes
+    are its pieces' sizes."""
+    reads = [partial(read_records, part.pieces, cfg) for part in parts]
+    sizes = [sum(p.size for p in part.pieces) for part in parts]
+    names = [part.name for part in parts]
+    return run_partitions(None, out, names, split_records, reads=reads, sizes=sizes)

@@ -25,7 +25,7 @@ from tasks.dedup.minhash_dedup import (
     cluster_pairs,
     find_pairs,
     minhash_dedup,
-    sign_partition,
+    sign_partitions,
 )
 from tasks.dedup.minhash_sketch import hash_shingle, shingles, signatures
 from tasks.filter.langid import LangIdConfig
@@ -122,11 +122,11 @@ def run_minhash(parts: list[pl.DataFrame], root: Path, cfg: MinhashConfig = CFG)
     for name, frame in zip(names, parts, strict=True):
         write_table(frame.to_arrow(), src.kept(name))
     for name in names:
-        sign_partition.fn(name, src, out, cfg)
+        sign_partitions.fn([name], src, out, cfg)
     for g, bands in enumerate(cfg.band_groups()):
         find_pairs.fn(g, bands, out, names, cfg)
     cluster_pairs.fn(ClusterInputs(src, out, names, LangIdConfig()), cfg)
-    stats = [minhash_dedup.fn(name, src, out) for name in names]
+    stats = [minhash_dedup.fn([name], src, out) for name in names]
     kept = pl.concat([pl.read_ipc(out.kept(n)) for n in names])
     removed = pl.concat([pl.read_ipc(out.ledger(n)) for n in names])
     assert sum(s.n_in for s in stats) == sum(p.height for p in parts)
