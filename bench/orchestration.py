@@ -6,9 +6,10 @@
 
 The same corpus is prepared once per partition count (4 and 500 by default; --partitions is
 repeatable, e.g. 2000), each time as a user would run it: `refinery prepare --runner local`
-(the thread runner; `--runner process` for worker processes) with `ingest.partition_bytes` = ceil(corpus bytes / count) and
-`tokenize.enabled=false`, from a fresh output folder, with a fresh PREFECT_HOME, so the temporary
-Prefect server starts on an empty SQLite database. The flow plans at least 4 partitions per
+(the thread runner; `--runner process` for worker processes) with
+`ingest.partition_bytes` = ceil(corpus bytes / count) and `tokenize.enabled=false`, from a
+fresh output folder, with a fresh PREFECT_HOME, so the temporary Prefect server starts on an
+empty SQLite database. The flow plans at least 4 partitions per
 worker slot, so a small count gives more: the actual count is read from the manifest
 (`inputs.partitions`). Orchestration that is flat in the partition count gives the same wall
 time and memory at every count: the target is at most 1.2x those of the smallest count.
