@@ -8,7 +8,10 @@ atomically, so a file that exists is a finished result.
 
 The flow runs consecutive map steps together (`run_steps`): one task run takes a batch of
 partitions through several stages, each stage still saving its own rows and stats, and hands
-each partition's kept rows to the next stage in memory rather than reading them back.
+each partition's kept rows to the next stage in memory rather than reading them back. Steps
+that decide each row on its own take a group of partitions in one call (`run_partitions`
+for kept and removed rows, `keep_each` for per-partition keys) and split the result back:
+each partition's files are the bytes it would get alone.
 """
 
 import functools
