@@ -7,6 +7,7 @@ imports Prefect: the `pretrain` flow (flows/pretrain.py) wraps it.
 """
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -27,6 +28,20 @@ LOG_PREFIX = "[train]"  # train.py's progress lines on stdout start with it
 TAIL_LINES = 40  # launcher output kept for the error of a failed run
 TRAIN_SCRIPT = Path(__file__).resolve().with_name("train.py")
 _STEP = re.compile(re.escape(LOG_PREFIX) + r" step=(\d+) loss")
+SHM_DIR = Path("/dev/shm")
+
+
+def shm_buffers(port: int | str, rank: int | str = "*") -> list[Path]:
+    """The allreduce buffers DeepSpeed's shared-memory allreduce on CPU made on this machine
+    for the run on rendezvous `port` (one per rank, about 69 MB each, named by uid, master
+    address, port and rank). DeepSpeed never removes them."""
+    return sorted(SHM_DIR.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_{rank}"))
+
+
+def release_buffers(port: int | str, rank: int | str = "*") -> None:
+    """Unlink the buffers of `shm_buffers`; ranks still running keep their mappings."""
+    for path in shm_buffers(port, rank):
+        path.unlink(missing_ok=True)
 
 
 def free_port() -> int:
@@ -88,11 +103,14 @@ def train_log(command: list[str]) -> Iterator[str]:
     """
     pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
     tail: list[str] = []
-    with subprocess.Popen(command, **pipe) as p:  # type: ignore[call-overload]
-        for line in p.stdout:
-            tail = [*tail[-TAIL_LINES:], line.rstrip()]
-            if line.startswith(LOG_PREFIX):
-                yield line.rstrip()
+    try:
+        with subprocess.Popen(command, **pipe) as p:  # type: ignore[call-overload]
+            for line in p.stdout:
+                tail = [*tail[-TAIL_LINES:], line.rstrip()]
+                if line.startswith(LOG_PREFIX):
+                    yield line.rstrip()
+    finally:  # a rank killed before its own clean-up leaves its buffer
+        release_buffers(command[command.index("--master_port") + 1])
     if p.returncode != 0:
         raise RuntimeError(f"training failed (exit {p.returncode}):\n" + "\n".join(tail))
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from model.data import ResumableSampler
 from model.ds_config import PretrainConfig, deepspeed_config, use_bf16
 from model.gpt import GPT, IGNORE_INDEX, GPTConfig, clm_batch, flops_per_token, mask_tokens
-from model.launch import CHECKPOINTS, FINAL, LOG_PREFIX, METRICS, RUN_SPEC
+from model.launch import CHECKPOINTS, FINAL, LOG_PREFIX, METRICS, RUN_SPEC, release_buffers
 from shards.tokens import TokenShards
 from shards.writer import write_json
 
@@ -262,14 +262,11 @@ def train(run_dir: Path) -> None:
 
 
 def release_shared_memory() -> None:
-    """Unlink this rank's allreduce buffer in /dev/shm (DeepSpeed's shared-memory allreduce on
-    CPU names it by uid, master address, port and rank, and never removes it: about 69 MB
-    left behind per rank and run). Ranks still running keep their mappings."""
-    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    rank = os.environ.get("RANK")
-    if addr and port and rank is not None:
-        name = f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
-        Path("/dev/shm", name).unlink(missing_ok=True)
+    """Unlink this rank's allreduce buffer in /dev/shm (`model.launch.shm_buffers`), once
+    its training is over."""
+    port, rank = os.environ.get("MASTER_PORT"), os.environ.get("RANK")
+    if port and rank is not None:
+        release_buffers(port, rank)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from model.ds_config import PretrainConfig
 from model.gpt import GPT, flops_per_token
-from model.launch import read_metrics, write_run_spec
+from model.launch import read_metrics, release_buffers, shm_buffers, write_run_spec
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +25,10 @@ def launch(tokens: Path, run: Path, **overrides) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def port(proc: subprocess.Popen) -> str:
+    return proc.args[proc.args.index("--master_port") + 1]
+
+
 def finish(proc: subprocess.Popen, run: Path) -> list[dict]:
     assert proc.wait(timeout=600) == 0, (run / "log.txt").read_text()[-3000:]
     return [r for r in read_metrics(run) if "loss" in r]
@@ -35,6 +39,7 @@ def test_loss_falls_with_zero_stage(token_dir, tmp_path, stage):
     run = launch(token_dir, tmp_path, zero_stage=stage, max_steps=30, peak_tflops=1.0)
     rows = finish(run, tmp_path)
     assert [r["step"] for r in rows] == list(range(1, 31))
+    assert not shm_buffers(port(run))  # each rank unlinked its allreduce buffer
     first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-5:]) / 5
     assert last < first - 0.5, (first, last)
     final = json.loads((tmp_path / "final.json").read_text())
@@ -62,6 +67,7 @@ def test_killed_run_resumes_with_the_same_batches_and_losses(token_dir, tmp_path
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
     proc.wait()
+    release_buffers(port(proc))  # as `train_log` does after a launcher it ran
     resumed_from = int((run / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
     assert resumed_from < 40
     resumed = finish(launch(token_dir, run, **settings), run)
