@@ -73,7 +73,8 @@ from tasks.augment.augment import (
     rewrite_batch,
     vet_variants,
 )
-from tasks.augment.backends import chrf, make_backend, sentencizer, split_document
+from tasks.augment.backends import make_backend, sentencizer, split_document
+from tasks.augment.metrics import chrf
 from tasks.clean.normalize import NormalizeConfig
 from tasks.dedup.minhash_dedup import MinhashConfig
 from tasks.filter.langid import LangIdConfig

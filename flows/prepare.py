@@ -194,7 +194,6 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     if cfg.langid.enabled:
         src, dst = chain.last, chain.start("langid", cfg.langid)
         chain.then(langid, src, dst, cfg.langid, grouped=True)
-    chain.run()
 
     inputs_info = describe_inputs(inputs, files, ignored, chain.names, crawled)
     return filter_and_write(chain, out, cfg, inputs_info)
@@ -220,7 +219,8 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
         groups = cfg.minhash.band_groups()
         find_pairs.map(range(len(groups)), groups, unmapped(dst), unmapped(names),
                        unmapped(cfg.minhash)).result()  # fmt: skip
-        cluster_pairs(ClusterInputs(src, dst, names, cfg.langid), cfg.minhash)
+        # On a worker: choosing keepers scores quality, which loads spaCy where it runs anyway.
+        cluster_pairs.submit(ClusterInputs(src, dst, names, cfg.langid), cfg.minhash).result()
         chain.then(minhash_dedup, src, dst, grouped=True)
 
 
@@ -266,14 +266,14 @@ def refilter_stages(output: str, config: PipelineConfig) -> dict[str, Any]:
 def filter_and_write(
     chain: StageChain, out: Path, cfg: PipelineConfig, inputs_info: dict[str, Any]
 ) -> dict[str, Any]:
-    """The stages from quality on: quality, shards, tokenize, then the ledger, manifest and
-    report."""
+    """The stages from quality on: quality (with the map steps `chain` has queued), shards,
+    tokenize, then the ledger, manifest and report."""
     names = inputs_info["partitions"]
     if cfg.quality.enabled:
         src, dst = chain.last, chain.start("quality", cfg.quality)
         signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
         chain.then(quality, src, signals, dst, cfg.quality, grouped=True)
-        chain.run()
+    chain.run()
 
     if cfg.augment.enabled:
         vet = Vetting(cfg.normalize, cfg.langid, cfg.quality, cfg.minhash)

@@ -1,4 +1,5 @@
-"""The typed pretraining config, and the DeepSpeed JSON built from it.
+"""The typed pretraining config (the model's shape and presets included; no torch here, so the
+pipeline's config loads fast), and the DeepSpeed JSON built from it.
 
 Nothing is hand-written JSON: `deepspeed_config` turns a `PretrainConfig` into the dict that
 `deepspeed.initialize` takes (ZeRO stage and offload, precision, batch sizes, clipping, AdamW,
@@ -9,7 +10,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from model.gpt import PRESETS, GPTConfig
+
+class GPTConfig(BaseModel, frozen=True, extra="forbid"):
+    """The shape of the model (`model.gpt.GPT`) and its training objective."""
+
+    block_size: int = Field(256, gt=0)
+    vocab_size: int = Field(8192, gt=0)
+    n_layer: int = Field(2, gt=0)
+    n_head: int = Field(4, gt=0)
+    n_embd: int = Field(128, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    bias: bool = False
+    objective: Literal["clm", "mlm"] = "clm"
+    mask_prob: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked")
+
+
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_head": 4, "n_embd": 128, "block_size": 256},
+    "125M": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024},
+    "350M": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024},
+    "1.3B": {"n_layer": 24, "n_head": 32, "n_embd": 2048, "block_size": 2048},
+}
 
 
 class PretrainConfig(BaseModel, frozen=True, extra="forbid"):

@@ -6,34 +6,14 @@ on the masked positions only (`mask_tokens` makes the inputs and targets).
 """
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, Field
 from torch.nn import functional as F
 
+from model.ds_config import GPTConfig
+
 IGNORE_INDEX = -100
-
-
-class GPTConfig(BaseModel, frozen=True, extra="forbid"):
-    block_size: int = Field(256, gt=0)
-    vocab_size: int = Field(8192, gt=0)
-    n_layer: int = Field(2, gt=0)
-    n_head: int = Field(4, gt=0)
-    n_embd: int = Field(128, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    bias: bool = False
-    objective: Literal["clm", "mlm"] = "clm"
-    mask_prob: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked")
-
-
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"n_layer": 2, "n_head": 4, "n_embd": 128, "block_size": 256},
-    "125M": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024},
-    "350M": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024},
-    "1.3B": {"n_layer": 24, "n_head": 32, "n_embd": 2048, "block_size": 2048},
-}
 
 
 class LayerNorm(nn.Module):

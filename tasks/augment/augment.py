@@ -10,7 +10,8 @@ document is vetted (normalize, a chrF band against its source, language ID, qual
 `find_near_duplicates` drops variants that near-duplicate another kept document; `augment`
 writes each partition's documents and surviving variants. The stage's stats count the variants
 as `added`, so in = the previous stage's kept + added. The settings are in
-`tasks.augment.config`, the models in `tasks.augment.backends`.
+`tasks.augment.config`, the models in `tasks.augment.backends`, the scores in
+`tasks.augment.metrics`.
 """
 
 import threading
@@ -41,9 +42,9 @@ from shards.schema import (
     URL,
 )
 from shards.workdir import StageDir
-from tasks.augment.backends import bleu, chrf, make_backend
 from tasks.augment.base import Backend, BackendError
 from tasks.augment.config import AugmentConfig, Vetting
+from tasks.augment.metrics import bleu, chrf
 from tasks.clean.normalize import normalize_batch
 from tasks.dedup.minhash_cluster import band_keys, estimated_jaccard, query_pairs
 from tasks.dedup.minhash_dedup import MinhashConfig
@@ -245,6 +246,8 @@ def _rewrite(batch: pl.DataFrame, cfg: AugmentConfig, lock: AbstractContextManag
 
 
 def _backend(cfg: AugmentConfig) -> Backend:
+    from tasks.augment.backends import make_backend  # torch and spaCy, where a model runs
+
     return make_backend(cfg)
 
 

@@ -6,7 +6,8 @@ sentencizer, line by line, so the newlines between paragraphs survive), translat
 the distinct sentences of the whole batch in length-sorted batches, and put each document back
 together with its original text between the sentences. The LLM backend sends each document, with
 a style prompt from `tasks/resources/augment_prompts`, to an OpenAI-compatible chat-completions
-endpoint. `chrf` and `bleu` score rewrites against their sources (sacrebleu).
+endpoint. They bring torch and spaCy: `tasks.augment.augment` imports this module where a model
+runs, not at import.
 """
 
 import functools
@@ -18,7 +19,6 @@ from typing import Any
 
 import spacy
 import torch
-from sacrebleu.metrics import BLEU, CHRF
 from spacy.language import Language
 from tqdm import tqdm
 
@@ -36,26 +36,6 @@ FIELDS = {
     "llm": {"endpoint", "llm_model", "style", "api_key_env", "temperature", "concurrency",
             "timeout_s", "retries", "backoff_s"},
 }  # fmt: skip
-
-
-def chrf(hypotheses: list[str], references: list[str]) -> list[float]:
-    """Sentence-level chrF (0-100) of each hypothesis against its reference."""
-    _same_length(hypotheses, references)
-    metric = CHRF()
-    return [
-        metric.sentence_score(h, [r]).score for h, r in zip(hypotheses, references, strict=True)
-    ]
-
-
-def bleu(hypotheses: list[str], references: list[str]) -> float:
-    """Corpus BLEU (0-100) of the hypotheses against their references; 0 for none."""
-    _same_length(hypotheses, references)
-    return BLEU().corpus_score(hypotheses, [references]).score if hypotheses else 0.0
-
-
-def _same_length(a: list[Any], b: list[Any]) -> None:
-    if len(a) != len(b):
-        raise ValueError(f"{len(a)} hypotheses for {len(b)} references")
 
 
 @functools.cache

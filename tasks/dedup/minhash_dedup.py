@@ -26,7 +26,6 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from datasketch.lsh import _optimal_param
 from prefect import task
 from pydantic import BaseModel, Field, model_validator
 
@@ -110,6 +109,8 @@ def stage_key(cfg: MinhashConfig, langid: LangIdConfig) -> dict:
 def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]:
     """datasketch's (bands, rows) for `threshold`, weighing false negatives more when pairs
     are verified (verification removes false positives)."""
+    from datasketch.lsh import _optimal_param
+
     weights = (0.1, 0.9) if verify else (0.5, 0.5)
     return _optimal_param(threshold, num_perm, *weights)
 

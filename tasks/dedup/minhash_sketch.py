@@ -19,7 +19,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasketch import MinHash
 
 from tasks.filter.quality_units import UNSPACED_SCRIPTS
 
@@ -156,6 +155,8 @@ def hash_shingle(shingle: tuple[str, ...]) -> int:
 @functools.cache
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's affine32 permutation parameters `a` (odd) and `b`, each (num_perm,)."""
+    from datasketch import MinHash  # with scipy, 0.5 s to import: only where signatures are made
+
     a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 

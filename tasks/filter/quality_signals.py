@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from shards.schema import LANG, SCRIPT, TEXT
-from tasks.filter.quality_units import SENTENCE_END_CLASS, WORD, is_unspaced, words
+from tasks.filter.quality_units import WORD, is_unspaced, sentence_end_class, words
 
 TOP_NGRAMS = (2, 3, 4)
 DUP_NGRAMS = tuple(range(5, 11))
@@ -31,7 +31,7 @@ SHORT_LINE = 30
 SHORT_LINE_UNSPACED = 10
 LONG_WORD = 1000
 BULLETS = r"•‣●▪◦\-\*"
-_TERMINAL = rf"[{SENTENCE_END_CLASS}][\"'”’»)\]」』）】〉》]*$"  # a line that ends a sentence
+_CLOSERS = r"\"'”’»)\]」』）】〉》"  # may follow the punctuation that ends a sentence
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the rolling n-gram hash
 _SALT = np.uint64(0xC2B2AE3D27D4EB4F)  # spreads document numbers over the hash
 BAD_WORDS_DIR = Path(__file__).parents[1] / "resources" / "badwords"
@@ -64,7 +64,7 @@ def line_signals(df: pl.DataFrame) -> pl.DataFrame:
             n=pl.len(),
             dup_lines=pl.col("dup").sum(),
             dup_line_chars=s.str.len_chars().filter(pl.col("dup")).sum(),
-            punct_lines=s.str.contains(_TERMINAL).sum(),
+            punct_lines=s.str.contains(f"[{sentence_end_class()}][{_CLOSERS}]*$").sum(),
             short_lines=pl.col("short").sum(),
             js=lower.str.contains("javascript", literal=True).sum(),
             policy=lower.str.contains_any(list(POLICY)).sum(),

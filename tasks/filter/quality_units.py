@@ -19,13 +19,14 @@ import functools
 import string
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import spacy
-from spacy.attrs import ORTH, SPACY
-from spacy.pipeline import Sentencizer
-from spacy.vocab import Vocab
+
+if TYPE_CHECKING:  # spaCy (and torch, through thinc) load on first use: 1-2 s per process
+    from spacy.language import Language
+    from spacy.vocab import Vocab
 
 UNSPACED_LANGS = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "yue", "wuu", "dz"})
 # Scripts written without spaces between words (regex class body; MinHash shingles them too).
@@ -35,7 +36,6 @@ UNSPACED_SCRIPT_CODES = frozenset({"Hani", "Jpan", "Hira", "Kana", "Thai", "Laoo
 # A word when counting by character: one character (with its marks) of an unspaced script,
 # or a run of other non-space characters.
 WORD = rf"[[{UNSPACED_SCRIPTS}]&&\P{{M}}]\p{{M}}*|[^\s{UNSPACED_SCRIPTS}]+"
-SENTENCE_END = "".join(Sentencizer.default_punct_chars)
 # Tokenizer settings that keep these languages free of extra packages.
 _TOKENIZER_CONFIG = {
     "ko": {"nlp": {"tokenizer": {"@tokenizers": "spacy.Tokenizer.v1"}}},
@@ -45,7 +45,6 @@ _PIECES_PER_DOC = 20_000  # pieces joined into one text for the tokenizer
 _CHARS_PER_DOC = 500_000  # and at most about this many characters (spaCy's limit is 1,000,000)
 _MAX_CHARS = 2**31 - 1  # one piece longer than that is not plausible text
 _VOCAB_LIMIT = 500_000  # strings a pipeline may keep (about 100 MB) before it is made anew
-SENTENCE_END_CLASS = "".join(f"\\{c}" if c in string.punctuation else c for c in SENTENCE_END)
 WORD_COLUMNS = {"doc": pl.UInt32, "line": pl.UInt32, "h": pl.UInt64, "len": pl.UInt32,
                 "alpha": pl.Boolean, "symbol": pl.Boolean, "stop": pl.Boolean,
                 "sent": pl.Boolean, "unspaced": pl.Boolean}  # fmt: skip
@@ -55,11 +54,23 @@ WORD_COLUMNS = {"doc": pl.UInt32, "line": pl.UInt32, "h": pl.UInt64, "len": pl.U
 # (the tokenizers only need its strings; sharing it makes building a tokenizer's special
 # cases about three times cheaper). spaCy objects are not thread-safe: `SPACY_LOCK` guards them.
 SPACY_LOCK = threading.RLock()
-_PIPELINES: dict[str, spacy.language.Language] = {}
-_VOCAB: list[Vocab] = []
+_PIPELINES: dict[str, "Language"] = {}
+_VOCAB: list["Vocab"] = []
 
 
-def _blank(lang: str) -> spacy.language.Language:
+@functools.cache
+def sentence_end_class() -> str:
+    """The punctuation that ends a sentence, spaCy's sentencizer's, as a regex class body."""
+    from spacy.pipeline import Sentencizer
+
+    ends = Sentencizer.default_punct_chars
+    return "".join(f"\\{c}" if c in string.punctuation else c for c in ends)
+
+
+def _blank(lang: str) -> "Language":
+    import spacy
+    from spacy.vocab import Vocab
+
     if not _VOCAB:
         _VOCAB.append(Vocab())
     nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}), vocab=_VOCAB[0])
@@ -84,7 +95,7 @@ def tokenizer_language(lang: str) -> str:
     return lang
 
 
-def pipeline(lang: str) -> spacy.language.Language:
+def pipeline(lang: str) -> "Language":
     """The blank spaCy pipeline (its tokenizer) of `lang`, a `tokenizer_language`; the
     caller holds `SPACY_LOCK`."""
     if lang not in _PIPELINES:
@@ -101,6 +112,8 @@ def forget_words() -> None:
 @functools.cache
 def spacy_stop_words(lang: str) -> frozenset[str]:
     """spaCy's stop list for `lang` (empty when it has none)."""
+    import spacy
+
     try:
         return frozenset(spacy.util.get_lang_class(lang).Defaults.stop_words)
     except (ImportError, ValueError):
@@ -146,6 +159,8 @@ def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataF
     words it has seen (most words of a corpus recur) until it knows `_VOCAB_LIMIT` strings,
     then starts afresh, which bounds its memory.
     """
+    from spacy.attrs import ORTH, SPACY
+
     lang = tokenizer_language(lang)
     with SPACY_LOCK:
         nlp = pipeline(lang)
@@ -184,14 +199,14 @@ def char_tokens(pieces: list[str], stop: frozenset[str]) -> pl.DataFrame:
 def word_flags(words: pl.DataFrame, stop: frozenset[str]) -> pl.DataFrame:
     """Add `len`, `alpha`, `symbol`, `stop`, `end` (ends with a sentence's punctuation) and
     `end_only` (is nothing else) to a frame of words `w`."""
-    w = pl.col("w")
+    w, ends = pl.col("w"), sentence_end_class()
     return words.with_columns(
         len=w.str.len_chars().cast(pl.UInt32),
         alpha=w.str.contains(r"\p{L}"),
         symbol=~w.str.contains(r"[^\p{P}\p{S}]"),
         stop=w.str.to_lowercase().is_in(list(stop)),
-        end=w.str.contains(f"[{SENTENCE_END_CLASS}]$"),
-        end_only=~w.str.contains(f"[^{SENTENCE_END_CLASS}]"),
+        end=w.str.contains(f"[{ends}]$"),
+        end_only=~w.str.contains(f"[^{ends}]"),
     )
 
 

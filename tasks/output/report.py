@@ -8,11 +8,10 @@ histograms, duplicate-cluster sizes, removal reasons per stage and tokens per la
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from matplotlib.figure import Figure  # no pyplot: no global state, no display
 from prefect import task
 
 from shards.ledger import ledger_files
@@ -22,6 +21,9 @@ from shards.schema import QUALITY_SIGNALS
 from shards.tokens import tokens_dir
 from shards.workdir import report_file
 from shards.writer import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def load_shards(out: Path) -> pl.DataFrame:
@@ -48,7 +50,14 @@ def cluster_sizes(ledger: pl.DataFrame) -> pl.DataFrame:
     return dups.group_by("stage", "detail").len().with_columns(size=pl.col("len") + 1)
 
 
-def _save(fig: Figure, path: Path, tight: bool = True) -> str:
+def _figure(width: float, height: float) -> "Figure":
+    # No pyplot: no global state, no display. Imported here: 0.4 s, paid only for a report.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def _save(fig: "Figure", path: Path, tight: bool = True) -> str:
     if tight:
         fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -58,7 +67,7 @@ def _save(fig: Figure, path: Path, tight: bool = True) -> str:
 
 def _bars(counts: dict[str, int], title: str, xlabel: str, path: Path) -> str:
     items = sorted(counts.items(), key=lambda kv: kv[1])[-30:]
-    fig = Figure(figsize=(7, max(2.5, 0.25 * len(items) + 1)))
+    fig = _figure(7, max(2.5, 0.25 * len(items) + 1))
     ax = fig.subplots()
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
     ax.set(title=title, xlabel=xlabel)
@@ -69,7 +78,7 @@ def plot_signals(shards: pl.DataFrame, path: Path) -> str:
     """A histogram of every quality signal over the kept documents."""
     cols = 6
     rows = -(-len(QUALITY_SIGNALS) // cols)
-    fig = Figure(figsize=(3 * cols, 2.2 * rows))
+    fig = _figure(3 * cols, 2.2 * rows)
     axes = fig.subplots(rows, cols, gridspec_kw={"hspace": 0.6, "wspace": 0.35})
     fig.subplots_adjust(left=0.04, right=0.99, top=0.97, bottom=0.03)  # no tight_layout: slow
     for ax, name in zip(axes.flat, QUALITY_SIGNALS, strict=False):
@@ -87,7 +96,7 @@ def plot_signals(shards: pl.DataFrame, path: Path) -> str:
 
 
 def plot_clusters(sizes: pl.DataFrame, path: Path) -> str:
-    fig = Figure(figsize=(7, 3))
+    fig = _figure(7, 3)
     ax = fig.subplots()
     for stage in sorted(set(sizes["stage"])):
         ax.hist(sizes.filter(pl.col("stage") == stage)["size"].to_numpy(), bins=20,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tasks.augment import backends as ab
-from tasks.augment import base, llm
+from tasks.augment import base, llm, metrics
 from tasks.augment.augment import AugmentConfig
 from tests.conftest import english
 from tests.tiny_seq2seq import build_byt5, build_marian
@@ -59,14 +59,14 @@ def paraphrase_cfg(models: dict[str, Path], **overrides: object) -> AugmentConfi
 def test_chrf_and_bleu_score_identity_high_and_unrelated_text_low():
     same = "The river ran past the old mill, and the children watched the water."
     other = "Quarterly revenue grew by four percent in Asian markets."
-    identical, unrelated = ab.chrf([same, other], [same, same])
+    identical, unrelated = metrics.chrf([same, other], [same, same])
     assert identical == pytest.approx(100.0)
     assert unrelated < 20
-    assert ab.bleu([same], [same]) == pytest.approx(100.0)
-    assert ab.bleu([other], [same]) < 10
-    assert ab.bleu([], []) == 0.0
+    assert metrics.bleu([same], [same]) == pytest.approx(100.0)
+    assert metrics.bleu([other], [same]) < 10
+    assert metrics.bleu([], []) == 0.0
     with pytest.raises(ValueError, match="2 hypotheses for 1 references"):
-        ab.chrf([same, same], [same])
+        metrics.chrf([same, same], [same])
 
 
 # -- sentences -----------------------------------------------------------------------------
