@@ -13,18 +13,27 @@ refinery train-quality --positive URI... --negative URI... --output FILE
 """
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 from flows.config import ConfigError, load_config
+from flows.server import TemporaryServer
 from shards.storage import check_writable, location
+
+FLOW_COMMANDS = {"prepare", "refilter", "pretrain"}  # they run Prefect flows: they need an API
 
 
 def runner_sets(args: argparse.Namespace) -> list[str]:
     """`--runner`, `--workers` and `--dask-address` as `--set runner.*` overrides."""
     flags = {"kind": args.runner, "workers": args.workers, "dask_address": args.dask_address}
     return [f"runner.{key}={value}" for key, value in flags.items() if value is not None]
+
+
+def prefect_api(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The body runs against the temporary server `main` started, or the configured one."""
+    return args.server.serve() if args.server else contextlib.nullcontext()
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
@@ -58,7 +67,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     check_writable(args.output)  # and an output that cannot be written
     from flows.prepare import prepare
 
-    manifest = prepare(inputs=args.input, output=str(args.output), config=cfg)
+    with prefect_api(args):
+        manifest = prepare(inputs=args.input, output=str(args.output), config=cfg)
     t = manifest["totals"]
     made = f"; {t['augmented']} of {t['added']} rewrites kept" if t.get("added") else ""
     print(
@@ -78,7 +88,8 @@ def cmd_refilter(args: argparse.Namespace) -> int:
     from flows.prepare import refilter
 
     before = manifest["totals"]["kept"]
-    after = refilter(output=str(args.output), config=cfg)
+    with prefect_api(args):
+        after = refilter(output=str(args.output), config=cfg)
     t = after["totals"]
     print(
         f"refinery: {t['kept']} of {t['documents']} documents kept (was {before}) in "
@@ -150,7 +161,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.run} has checkpoints: pass --resume to continue from them")
     from flows.pretrain import pretrain
 
-    final = pretrain(tokens=str(args.tokens), run=str(args.run), config=cfg)
+    with prefect_api(args):
+        final = pretrain(tokens=str(args.tokens), run=str(args.run), config=cfg)
     print(
         f"refinery: step {final['step']}, held-out perplexity {final['perplexity']:.2f}, "
         f"checkpoint {final['checkpoint']}"
@@ -303,6 +315,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Started first: it boots while the command imports its stages and checks its config.
+    args.server = TemporaryServer.needed() if args.command in FLOW_COMMANDS else None
     try:
         for name in ("output", "input"):  # a prepare output, local or at a URL
             if isinstance(getattr(args, name, None), str):
@@ -311,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as e:  # OSError: a missing input, a full disk, ...
         print(f"refinery: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if args.server:
+            args.server.stop()
 
 
 if __name__ == "__main__":

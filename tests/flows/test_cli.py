@@ -1,5 +1,6 @@
 """The `refinery` command as a user runs it: errors, explain, and a kill -9 in the middle."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -114,3 +115,41 @@ def test_killed_run_resumes_to_the_same_shards(clean, tmp_path):
     junk = refinery("explain", "junk-003", "--output", str(out))
     assert "quarantined at stage ingest: ingest_bad_text_type" in junk.stdout
     assert refinery("verify", "--output", str(out)).returncode == 0
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` (zombies are dead)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # not a process, or it ended meanwhile
+            continue
+        if int(stat[2]) == pgid and stat[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death watch is Linux's")
+def test_killed_command_takes_its_server_and_workers_with_it(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*REFINERY, "prepare", "--input", "tests/data/sample", "--output", str(out), *SMALL,
+         "--runner", "process", "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("work/ingest-*/*.stats.json")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before its workers wrote anything"
+            time.sleep(0.05)
+        assert len(group_members(proc.pid)) >= 4  # the command, its server, two workers
+        proc.send_signal(signal.SIGKILL)  # the command alone, as `kill -9 PID` does
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while (left := group_members(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
