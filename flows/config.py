@@ -16,7 +16,7 @@ import yaml
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, ValidationError
 
-from flows.lifetime import exit_with_parent
+from flows.lifetime import init_worker
 from model.ds_config import PretrainConfig
 from tasks.augment.config import AugmentConfig
 from tasks.clean.normalize import NormalizeConfig
@@ -62,7 +62,7 @@ def task_runner(cfg: RunnerConfig) -> TaskRunner:
     if cfg.kind == "local":
         return ThreadPoolTaskRunner(max_workers=cfg.workers)
     if cfg.kind == "process":
-        return ProcessPoolTaskRunner(max_workers=workers, initializer=exit_with_parent)
+        return ProcessPoolTaskRunner(max_workers=workers, initializer=init_worker)
     from prefect_dask import DaskTaskRunner
 
     if cfg.dask_address:

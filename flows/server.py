@@ -132,17 +132,7 @@ class TemporaryServer:
     def serve(self, timeout: float = 90) -> Iterator[str]:
         """Wait until the server answers, then run the body against it."""
         get_logger("refinery").info(f"Starting temporary server on {self.api_url}")
-        deadline = time.monotonic() + timeout
-        while not self._healthy():
-            if self.proc is None or self.proc.poll() is not None:
-                if self._tries >= self.TRIES:
-                    raise RuntimeError(f"the temporary Prefect server on port {self.port} "
-                                       "exited while starting (see its output above)")  # fmt: skip
-                self._start()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the temporary Prefect server did not answer within "
-                                   f"{timeout:.0f} s")  # fmt: skip
-            time.sleep(0.05)
+        self._wait_until_up(timeout)
         # In the environment, so worker processes inherit it, and in the settings of every
         # thread of this process (Prefect's log and event threads read the process's own).
         # It serves no UI: no "View at" links to one.
@@ -159,9 +149,25 @@ class TemporaryServer:
                     os.environ.pop(key, None)
             refresh_global_settings_context()
 
-    def _healthy(self) -> bool:
+    def _wait_until_up(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2) as client:  # one client: each costs an SSL context
+            while not self._healthy(client):
+                if self.proc is None or self.proc.poll() is not None:
+                    if self._tries >= self.TRIES:
+                        raise RuntimeError(
+                            f"the temporary Prefect server on port {self.port} "
+                            "exited while starting (see its output above)"
+                        )
+                    self._start()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the temporary Prefect server did not answer within "
+                                       f"{timeout:.0f} s")  # fmt: skip
+                time.sleep(0.05)
+
+    def _healthy(self, client: httpx.Client) -> bool:
         try:
-            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+            return client.get(f"{self.api_url}/health").status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -13,6 +13,7 @@ In: HTML bytes and the page URL. Out: a `Page` with text, title, date, the langu
 declares and the settings that found the text, or the reason it has none.
 """
 
+import atexit
 import contextlib
 import os
 import pickle
@@ -21,6 +22,7 @@ import select
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -297,6 +299,20 @@ class Extractor:
             self._buffer += chunk
         data, self._buffer = self._buffer[:n], self._buffer[n:]
         return data
+
+
+_OWN = threading.local()  # each thread's extractors, by config
+
+
+def shared_extractor(cfg: ExtractConfig) -> Extractor:
+    """This thread's extractor for `cfg`, kept for the partitions it reads next: starting one
+    (Python, trafilatura, cold caches) costs about 0.3 s of CPU, once per thread, not once per
+    partition. Its worker process ends with this one."""
+    own = _OWN.__dict__.setdefault("extractors", {})
+    if cfg not in own:
+        own[cfg] = Extractor(cfg)
+        atexit.register(own[cfg].close)
+    return own[cfg]
 
 
 def _package_root() -> str:

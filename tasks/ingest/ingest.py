@@ -41,7 +41,7 @@ from shards.schema import (
     URL,
 )
 from shards.workdir import StageDir
-from tasks.ingest.extract import ExtractConfig, Extractor
+from tasks.ingest.extract import ExtractConfig, Extractor, shared_extractor
 from tasks.ingest.inputs import (
     MIN_PIECE_BYTES,
     InputFile,
@@ -320,8 +320,8 @@ COLUMNS = {
 def read_records(pieces: tuple[InputFile | Piece, ...], cfg: IngestConfig) -> pl.DataFrame:
     """Every record of `pieces` (or whole files), with `_kind`, `_reason` and `_detail` set on
     the bad ones."""
-    with Extractor(cfg.extract) as ex:  # its worker starts on the first HTML page
-        rows = [row for p in pieces for row in read_file(p, cfg, ex)]
+    ex = shared_extractor(cfg.extract)  # its worker starts on the first HTML page
+    rows = [row for p in pieces for row in read_file(p, cfg, ex)]
     return pl.DataFrame(rows, schema=COLUMNS, orient="row")
 
 
