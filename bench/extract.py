@@ -15,9 +15,9 @@ gets the same raw bytes and URL, one page after another:
 - trafilatura, defaults: `trafilatura.extract(html, url=url)`, the plain-text output a user
   gets with the library's defaults (reader comments included);
 - trafilatura, refinery's first settings: `trafilatura.bare_extraction` with the trafilatura
-  options of the default `ExtractConfig` and `with_metadata=True`, as refinery's worker calls
-  it first, but in-process, without limits and without the fallbacks; `Document.text` is
-  scored;
+  options of the default `ExtractConfig`, as refinery's worker calls it first, but
+  in-process, without limits, without the fallbacks and without the title and date that
+  refinery reads once per page afterwards; `Document.text` is scored;
 - jusText: `justext.justext` with the English stoplist and the parameters the benchmark's
   own run uses, non-boilerplate paragraphs joined with spaces.
 
@@ -143,10 +143,8 @@ def trafilatura_defaults(html: bytes, url: str) -> str | None:
 def refinery_options() -> dict:
     """The trafilatura options of refinery's default `ExtractConfig`, as its worker passes them."""
     known = inspect.signature(trafilatura.bare_extraction).parameters
-    cfg = ExtractConfig()
-    options = {k: v for k, v in cfg.model_dump().items() if k in known}
-    dates = {"extensive_search": cfg.extensive_date_search}
-    return {**options, "with_metadata": True, "date_extraction_params": dates}
+    options = {k: v for k, v in ExtractConfig().model_dump().items() if k in known}
+    return {**options, "with_metadata": False}
 
 
 def refinery_in_process(html: bytes, url: str) -> str | None:
