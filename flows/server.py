@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from prefect.context import refresh_global_settings_context
 from prefect.logging import get_logger
-from prefect.settings import get_current_settings
+from prefect.settings import get_current_settings, temporary_settings
 
 from flows.lifetime import die_with_parent
 
@@ -141,7 +141,12 @@ class TemporaryServer:
         os.environ.update({k: v for k, v in settings.items() if before[k] is None})
         refresh_global_settings_context()
         try:
-            yield self.api_url
+            # No flow-run heartbeats: they feed the zombie detection of a server's background
+            # services, which this one does not run, and each flow's end waited up to 1 s for
+            # its heartbeat thread.
+            this_thread = {"api.url": self.api_url, "flows.heartbeat_frequency": None}
+            with temporary_settings(updates=this_thread):
+                yield self.api_url
         finally:
             _flush_to_api()
             for key, value in before.items():

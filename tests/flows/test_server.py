@@ -123,3 +123,20 @@ def test_ui_shows_the_run_and_its_artifacts(api, prepared, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_temporary_server_serves_this_process_and_its_children_then_ends(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    temporary = server.TemporaryServer()
+    try:
+        with temporary.serve() as url:
+            assert os.environ["PREFECT_API_URL"] == url  # what worker processes inherit
+            with get_client(sync_client=True) as client:
+                assert str(client.api_url).rstrip("/") == url and client.api_healthcheck() is None
+            from prefect.settings import get_current_settings
+
+            assert get_current_settings().flows.heartbeat_frequency is None
+        assert "PREFECT_API_URL" not in os.environ
+    finally:
+        temporary.stop()
+    assert temporary.proc is None
