@@ -7,6 +7,7 @@ refinery refilter --output DIR --set quality.gopher.min_words=100 ...
 refinery explain DOC_ID --output DIR
 refinery verify --output DIR
 refinery report --output DIR
+refinery gc --output DIR [--delete]
 refinery tokenizer train --input DIR --output FILE
 refinery pretrain --tokens DIR --run DIR [--resume]
 refinery train-quality --positive URI... --negative URI... --output FILE
@@ -128,6 +129,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from shards.manifest import read_manifest, work_in_use
+    from shards.workdir import remove_work, unused_work
+
+    unused = unused_work(args.output, work_in_use(read_manifest(args.output)))
+    for path, size in unused:
+        print(f"{size / 1e6:10.1f} MB  {path}")
+    total = sum(size for _, size in unused) / 1e6
+    if args.delete:
+        for path, _ in unused:
+            remove_work(path)
+        print(f"refinery: removed {len(unused)} work directories ({total:.1f} MB)")
+    else:
+        print(f"refinery: {len(unused)} work directories ({total:.1f} MB) that the manifest "
+              "does not name; pass --delete to remove them")  # fmt: skip
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from tasks.output.report import build_report
 
@@ -230,7 +249,8 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def add_output_commands(sub: argparse._SubParsersAction) -> None:
-    """`refinery refilter`, `explain`, `verify` and `report`: commands on a finished output."""
+    """`refinery refilter`, `explain`, `verify`, `report` and `gc`: commands on a finished
+    output."""
     f = sub.add_parser("refilter", help="re-apply changed quality thresholds to a finished output")
     f.add_argument("--output", "-o", required=True, metavar="DIR")
     add_set_flag(f, "quality.KEY=VALUE", "a changed threshold, e.g. quality.gopher.min_words=100")
@@ -242,6 +262,9 @@ def add_output_commands(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--output", "-o", required=True, metavar="DIR")
     rp = sub.add_parser("report", help="plots and an HTML page of a finished output")
     rp.add_argument("--output", "-o", required=True, metavar="DIR")
+    g = sub.add_parser("gc", help="list (or --delete) work directories the manifest does not name")
+    g.add_argument("--output", "-o", required=True, metavar="DIR")
+    g.add_argument("--delete", action="store_true", help="remove them (default: only list them)")
 
 
 def add_tokenizer(sub: argparse._SubParsersAction) -> None:
@@ -307,6 +330,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "verify": cmd_verify,
     "report": cmd_report,
+    "gc": cmd_gc,
     "tokenizer": cmd_tokenizer,
     "pretrain": cmd_pretrain,
     "train-quality": cmd_train_quality,

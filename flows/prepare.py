@@ -268,11 +268,12 @@ def filter_and_write(
 ) -> dict[str, Any]:
     """The stages from quality on: quality (with the map steps `chain` has queued), shards,
     tokenize, then the ledger, manifest and report."""
-    names = inputs_info["partitions"]
+    names, beside = inputs_info["partitions"], []
     if cfg.quality.enabled:
         src, dst = chain.last, chain.start("quality", cfg.quality)
         signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
         chain.then(quality, src, signals, dst, cfg.quality, grouped=True)
+        beside.append(signals.path.name)
     chain.run()
 
     if cfg.augment.enabled:
@@ -302,7 +303,7 @@ def filter_and_write(
     publish_ledger(removers, names, out)
     work = {d.stage: d.path.name for d in chain.dirs}
     manifest = write_run_manifest(
-        out, run_id, cfg.model_dump(mode="json"), inputs_info, shards, chain.stats, work
+        out, run_id, cfg.model_dump(mode="json"), inputs_info, shards, chain.stats, work, beside
     )
     report = write_report(out)
     publish_summary(manifest, out, report)

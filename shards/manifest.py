@@ -76,8 +76,10 @@ def build_manifest(
     inputs: dict[str, Any],
     shards: list[dict[str, Any]],
     stages: dict[str, dict[str, Any]],
+    work: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Assemble and check the manifest."""
+    """Assemble and check the manifest; `work` names every work directory the run's results
+    come from (the stages' and those beside them, such as the quality signals)."""
     check_balance(stages)
     first = next(iter(stages.values()))
     return {
@@ -94,8 +96,15 @@ def build_manifest(
             "augmented": sum(s.get("new_kept", 0) for s in stages.values()),
         },
         "stages": stages,
+        "work": sorted(work or []),
         "config": config,
     }
+
+
+def work_in_use(manifest: dict[str, Any]) -> set[str]:
+    """The work directories a finished run's manifest names (`refinery gc` keeps them)."""
+    named = {entry["work"] for entry in manifest["stages"].values() if "work" in entry}
+    return named | set(manifest.get("work", []))
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:

@@ -19,6 +19,8 @@ vetted variants) writes them as `<part>.<step>.arrow`, `<part>.<step>.ledger.arr
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import pyarrow as pa
 
 from shards import failpoints
 from shards.schema import SCHEMA_VERSION
+from shards.storage import is_remote
 from shards.writer import write_json, write_table
 
 
@@ -43,6 +46,29 @@ def fingerprint(stage: str, config: dict[str, Any], upstream: str) -> str:
 def work_dir(out_dir: Path) -> Path:
     """The folder of the stages' work directories in an output directory."""
     return out_dir / "work"
+
+
+def unused_work(out_dir: Path, in_use: set[str]) -> list[tuple[Path, int]]:
+    """The work directories of `out_dir` not named in `in_use` (those of earlier configs, and
+    any a removal left half done), each with its size in bytes, largest first."""
+    root = work_dir(out_dir)
+    if not root.exists():
+        return []
+    found = [d for d in root.iterdir() if d.is_dir() and d.name not in in_use]
+    sized = [(d, sum(f.stat().st_size for f in d.rglob("*") if f.is_file())) for d in found]
+    return sorted(sized, key=lambda item: (-item[1], item[0].name))
+
+
+def remove_work(path: Path) -> None:
+    """Remove a work directory. A local one is first renamed to a hidden name that no stage
+    looks for, so a removal cut short never leaves a stage directory half there."""
+    if is_remote(path):  # objects: a prefix removed object by object
+        path.fs.rm(path.path, recursive=True)
+        return
+    hidden = path if path.name.startswith(".") else path.with_name(f".removing-{path.name}")
+    if hidden != path:
+        os.replace(path, hidden)
+    shutil.rmtree(hidden)
 
 
 def crawl_dir(out_dir: Path) -> Path:

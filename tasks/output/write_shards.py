@@ -98,13 +98,16 @@ def write_run_manifest(
     shards: list[dict[str, Any]],
     stages: dict[str, tuple[StageStats, float]],
     work: dict[str, str],
+    beside: list[str] | None = None,
 ) -> dict[str, Any]:
     """Check that every stage balances and write `manifest.json`, the run's last file.
-    `work` names each stage's work directory (what `refinery refilter` starts from)."""
+    `work` names each stage's work directory (what `refinery refilter` starts from), `beside`
+    the other work directories the run used (the quality signals)."""
     entries = {
         name: stage_entry(s.to_dict(), seconds, work.get(name))
         for name, (s, seconds) in stages.items()
     }
-    manifest = build_manifest(fingerprint, config, inputs, shards, entries)
+    used = [*work.values(), *(beside or [])]
+    manifest = build_manifest(fingerprint, config, inputs, shards, entries, used)
     write_manifest(out_dir, manifest)
     return manifest

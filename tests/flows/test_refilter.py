@@ -8,6 +8,7 @@ import pytest
 from flows.cli import main
 from flows.config import ConfigError, load_config, refilter_config
 from flows.prepare import prepare, refilter
+from shards.manifest import work_in_use
 from shards.reader import read_manifest, read_shards
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -60,3 +61,28 @@ def test_refilter_refuses_changes_that_need_a_new_run(tmp_path):
     with pytest.raises(ConfigError, match=r"quality\.model"):
         refilter_config(finished, ["quality.stop_words.en=[a, b]"])
     assert main(["refilter", "--output", str(tmp_path / "none")]) == 2
+
+
+def test_gc_lists_then_removes_only_the_work_the_manifest_does_not_name(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    first = prepare(inputs=[str(corpus)], output=str(out), config=load_config(sets=SETS))
+    shards = read_shards(out)
+    refilter(output=str(out), config=refilter_config(first["config"], NEW))
+    old = out / "work" / first["stages"]["quality"]["work"]  # the first thresholds' quality
+    work = {p.name for p in (out / "work").iterdir()}
+    assert old.is_dir() and old.name not in work_in_use(read_manifest(out))
+
+    assert main(["gc", "--output", str(out)]) == 0
+    listed = capsys.readouterr().out
+    assert f"MB  {old}\n" in listed and "1 work directories" in listed and "--delete" in listed
+    assert {p.name for p in (out / "work").iterdir()} == work  # listed only
+    assert main(["gc", "--output", str(out), "--delete"]) == 0
+    assert {p.name for p in (out / "work").iterdir()} == work - {old.name}
+
+    # What is left is all a refilter needs: back to the first thresholds, no stage before
+    # quality and no signal is computed again, and the shards are the first run's.
+    again = refilter(output=str(out), config=load_config(sets=SETS))
+    assert {p.name for p in (out / "work").iterdir()} == work
+    for stage in ("ingest", "normalize", "exact_dedup", "minhash", "langid"):
+        assert again["stages"][stage]["work"] == first["stages"][stage]["work"]
+    assert read_shards(out).equals(shards)
