@@ -129,10 +129,11 @@ class TemporaryServer:
         self.proc = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
 
     @contextlib.contextmanager
-    def serve(self, timeout: float = 90) -> Iterator[str]:
-        """Wait until the server answers, then run the body against it."""
+    def serve(self) -> Iterator[str]:
+        """Wait until the server answers (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS at
+        most, as for Prefect's own), then run the body against it."""
         get_logger("refinery").info(f"Starting temporary server on {self.api_url}")
-        self._wait_until_up(timeout)
+        self._wait_until_up(get_current_settings().server.ephemeral.startup_timeout_seconds)
         # In the environment, so worker processes inherit it, and in the settings of every
         # thread of this process (Prefect's log and event threads read the process's own).
         # It serves no UI: no "View at" links to one.
@@ -160,7 +161,7 @@ class TemporaryServer:
             while not self._healthy(client):
                 if self.proc is None or self.proc.poll() is not None:
                     if self._tries >= self.TRIES:
-                        raise RuntimeError(
+                        raise ChildProcessError(
                             f"the temporary Prefect server on port {self.port} "
                             "exited while starting (see its output above)"
                         )
