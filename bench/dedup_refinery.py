@@ -50,7 +50,8 @@ def run(work: Path, names: list[str], cfg: near.MinhashConfig) -> set[str]:
     ex = StageDir("exact_dedup", work / "exact")
     for name in names:
         exact.hash_partitions.fn([name], src, ex)
-    exact.group_duplicates.fn(ex, names)
+    exact.group_range.fn(ex, names, 0, 1)
+    exact.join_ranges.fn(ex, 1)
     for name in names:
         exact.exact_dedup.fn([name], src, ex)
     mh = StageDir("minhash", work / "minhash")

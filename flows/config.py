@@ -43,6 +43,9 @@ class RunnerConfig(BaseModel, frozen=True, extra="forbid"):
     kind: Literal["local", "process", "dask"] = "local"
     workers: int | None = Field(None, gt=0, description="threads, processes or Dask workers")
     dask_address: str | None = Field(None, description="an existing scheduler, tcp://host:8786")
+    reduce_tasks: int | None = Field(
+        None, gt=0, description="hash ranges of exact dedup's reduce; default: one per worker slot"
+    )
 
 
 def worker_slots(cfg: RunnerConfig) -> int:

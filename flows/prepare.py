@@ -34,7 +34,7 @@ from tasks.augment.augment import (
 from tasks.augment.config import Vetting
 from tasks.augment.config import stage_key as augment_key
 from tasks.clean.normalize import normalize
-from tasks.dedup.exact_dedup import exact_dedup, group_duplicates, hash_partitions
+from tasks.dedup.exact_dedup import exact_dedup, group_range, hash_partitions, join_ranges
 from tasks.dedup.minhash_dedup import (
     ClusterInputs,
     cluster_pairs,
@@ -208,7 +208,9 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
         src, dst = chain.last, chain.start("exact_dedup", cfg.exact_dedup)
         chain.then(hash_partitions, src, dst, grouped=True)
         chain.run()
-        group_duplicates(dst, names)
+        ranges = cfg.runner.reduce_tasks or chain.slots
+        group_range.map(unmapped(dst), unmapped(names), range(ranges), unmapped(ranges)).result()
+        join_ranges(dst, ranges)
         chain.then(exact_dedup, src, dst, grouped=True)
 
     if cfg.minhash.enabled:

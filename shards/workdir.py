@@ -164,6 +164,10 @@ class StageDir:
         MinHash signatures and band keys, uncompressed so they can be memory-mapped)."""
         return self._file(part, ".keys.arrow")
 
+    def duplicates_range(self, index: int, ranges: int) -> Path:
+        """The duplicates found in hash range `index` of `ranges` (`duplicates` joins them)."""
+        return self.path / f"duplicates-{index:03d}-of-{ranges:03d}.arrow"
+
     @property
     def duplicates(self) -> Path:
         """The rows a dedup stage drops (`part`, `row`, `duplicate_of`), found over all parts."""

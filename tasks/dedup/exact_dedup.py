@@ -3,8 +3,10 @@
 In: doc_id, text. Out: the same rows, less exact duplicates (dropped with `duplicate_of`),
 with `cluster_size`: how many documents had the kept one's text.
 Runs as map (hash each partition), reduce (group the hashes of the whole run) and map (drop):
-no step holds more than one partition's text. Of each group the smallest doc_id is kept, so
-the answer does not depend on partitioning or input order.
+no step holds more than one partition's text. The reduce is split by hash range into as many
+tasks as asked, each holding its range's keys only, then the ranges' duplicates are joined.
+Of each group the smallest doc_id is kept, so the answer does not depend on partitioning,
+input order or the number of ranges.
 """
 
 import functools
@@ -57,10 +59,18 @@ def find_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def all_keys(out: StageDir, parts: list[str]) -> pl.DataFrame:
-    """Every partition's content keys, with its partition name and row number."""
+def range_keys(out: StageDir, parts: list[str], index: int, ranges: int) -> pl.DataFrame:
+    """The content keys in hash range `index` of `ranges`, from every partition, with their
+    partition name and row number; each file's other keys are let go as it is read."""
+    in_range = pl.col("digest").struct.field("a") % ranges == index
     return pl.concat(
-        [read_frame(out.keys(p)).with_row_index("row").with_columns(part=pl.lit(p)) for p in parts]
+        [
+            read_frame(out.keys(p))
+            .with_row_index("row")
+            .filter(in_range)
+            .with_columns(part=pl.lit(p))
+            for p in parts
+        ]
     )
 
 
@@ -72,9 +82,24 @@ def hash_partitions(parts: list[str], src: StageDir, out: StageDir) -> None:
 
 
 @task(name="exact_dedup_group")
-def group_duplicates(out: StageDir, parts: list[str]) -> None:
-    """Find the duplicates of the whole run (once; kept as `out.duplicates`)."""
-    keep_once(out.duplicates, lambda: find_duplicates(all_keys(out, parts)))
+def group_range(out: StageDir, parts: list[str], index: int, ranges: int) -> None:
+    """Find the duplicates of the whole run in one hash range (once per range)."""
+    keep_once(
+        out.duplicates_range(index, ranges),
+        lambda: find_duplicates(range_keys(out, parts, index, ranges)),
+    )
+
+
+@task(name="exact_dedup_join")
+def join_ranges(out: StageDir, ranges: int) -> None:
+    """Join the ranges' duplicates into `out.duplicates` (once), in partition and row order:
+    the same file whatever the number of ranges."""
+
+    def joined() -> pl.DataFrame:
+        found = [read_frame(out.duplicates_range(i, ranges)) for i in range(ranges)]
+        return pl.concat(found).sort("part", "row")
+
+    keep_once(out.duplicates, joined)
 
 
 @task(name="exact_dedup")

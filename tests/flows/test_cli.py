@@ -97,6 +97,18 @@ def test_other_runners_give_the_same_shards(clean, tmp_path, runner):
 
 
 @pytest.mark.slow
+def test_more_reduce_ranges_give_the_same_shards(clean, tmp_path):
+    out = tmp_path / "ranges"
+    result = refinery("prepare", "--input", "tests/data/sample", "--output", str(out), *SMALL,
+                      "--set", "runner.reduce_tasks=3")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list(out.glob("work/exact_dedup-*/duplicates-*-of-003.arrow"))) == 3
+    assert_same_shards(clean, out)
+    exact = ledger_rows(out, "exact_dedup")
+    assert exact.height > 0 and exact.equals(ledger_rows(clean, "exact_dedup"))
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_shards(clean, tmp_path):
     corpus = Path("tests/data/sample")
 

@@ -1,6 +1,17 @@
+import collections
+import random
+
 import polars as pl
 
-from tasks.dedup.exact_dedup import DUPLICATE, content_keys, find_duplicates
+from shards.workdir import StageDir
+from shards.writer import write_table
+from tasks.dedup.exact_dedup import (
+    DUPLICATE,
+    content_keys,
+    find_duplicates,
+    group_range,
+    join_ranges,
+)
 from tasks.records import drop_duplicates
 
 
@@ -30,3 +41,25 @@ def test_drop_duplicates_records_duplicate_of():
     assert result.kept["cluster_size"].to_list() == [2, 1]
     row = result.removed.row(0, named=True)
     assert (row["doc_id"], row["reason"], row["detail"]) == ("y", DUPLICATE, "x")
+
+
+def test_any_number_of_hash_ranges_finds_the_same_duplicates(tmp_path):
+    rng = random.Random(0)
+    texts = [f"text {i}" for i in range(40)]
+    parts = {f"p{p}": [(f"d{p}-{i}", rng.choice(texts)) for i in range(30)] for p in range(5)}
+    counts = collections.Counter(t for docs in parts.values() for _, t in docs)
+    groups = sum(1 for n in counts.values() if n > 1)
+    written = {}
+    for ranges in (1, 3, 8):
+        out = StageDir("exact_dedup", tmp_path / f"k{ranges}")
+        for part, docs in parts.items():
+            df = pl.DataFrame({"doc_id": [d for d, _ in docs], "text": [t for _, t in docs]})
+            write_table(content_keys(df).to_arrow(), out.keys(part))
+        for index in range(ranges):
+            group_range.fn(out, list(parts), index, ranges)
+        join_ranges.fn(out, ranges)
+        written[ranges] = out.duplicates.read_bytes()
+        found = pl.read_ipc(out.duplicates)
+        assert found.height == sum(n for n in counts.values() if n > 1)
+        assert found["duplicate_of"].null_count() == groups  # one kept row per group
+    assert written[1] == written[3] == written[8]
