@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from prefect.logging import get_logger
 from prefect.settings import get_current_settings, temporary_settings
 
 from flows.lifetime import die_with_parent
+from model.launch import free_port
 
 
 def wait_until_healthy(api_url: str, timeout: float = 120) -> None:
@@ -91,12 +91,6 @@ def _flush_to_api() -> None:
         worker.drain_all(timeout=10)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class TemporaryServer:
     """A Prefect API of this process's own (see the module docstring). `serve()` waits until
     it answers and points this process and its worker processes at it; `stop()` ends it."""
@@ -119,7 +113,7 @@ class TemporaryServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def _start(self) -> None:
-        self.port, self._tries = _free_port(), self._tries + 1
+        self.port, self._tries = free_port(), self._tries + 1
         env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True)}
         root = Path(__file__).resolve().parents[1]  # where `flows` is, from any working directory
         command = [sys.executable, "-m", "uvicorn", "--app-dir", str(root), "--factory",
