@@ -51,6 +51,7 @@ from tasks.dedup.minhash_dedup import MinhashConfig
 from tasks.dedup.minhash_sketch import signatures
 from tasks.filter.langid import LangIdConfig, detect_language, load_model
 from tasks.filter.quality import quality_score, score_quality
+from tasks.lazy import serial_imports
 from tasks.partition import keep_once, run_partition
 from tasks.progress import StageProgress
 from tasks.records import Rule, StageResult, StageStats, apply_rules, ledger_rows
@@ -246,7 +247,8 @@ def _rewrite(batch: pl.DataFrame, cfg: AugmentConfig, lock: AbstractContextManag
 
 
 def _backend(cfg: AugmentConfig) -> Backend:
-    from tasks.augment.backends import make_backend  # torch and spaCy, where a model runs
+    with serial_imports():  # torch and spaCy, where a model runs
+        from tasks.augment.backends import make_backend
 
     return make_backend(cfg)
 

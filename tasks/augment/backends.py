@@ -25,6 +25,7 @@ from tqdm import tqdm
 from tasks.augment.base import Backend, check_batch, progress_bar
 from tasks.augment.config import AugmentConfig
 from tasks.augment.llm import LlmBackend, load_prompt
+from tasks.lazy import serial_imports
 
 MAX_SENTENCE_CHARS = 500  # longer runs (lists, tables) are cut at spaces rather than truncated
 MAX_INPUT_TOKENS = 1024  # a last guard for tokenizers that declare no model_max_length
@@ -114,7 +115,8 @@ class Seq2Seq:
 
 
 def load_seq2seq(name: str, prefix: str, device: torch.device, dtype: torch.dtype) -> Seq2Seq:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    with serial_imports():
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype).to(device).eval()

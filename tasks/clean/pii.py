@@ -37,6 +37,7 @@ import polars as pl
 from pydantic import BaseModel, Field, field_validator
 
 from shards.schema import PII_REPLACED, TEXT
+from tasks.lazy import serial_imports
 
 
 class PiiConfig(BaseModel, frozen=True, extra="forbid"):
@@ -154,15 +155,16 @@ def load_ner(name: str) -> Any:
         FileNotFoundError: `name` is neither an installed package nor a pipeline directory.
         ValueError: the pipeline has no `ner` or `entity_ruler`.
     """
-    import spacy
+    with serial_imports():  # spacy.load imports the pipeline's language and components
+        import spacy
 
-    try:
-        nlp = spacy.load(name)
-    except OSError:
-        raise FileNotFoundError(
-            f"normalize.pii.ner_model: cannot load spaCy pipeline {name!r} "
-            "(neither an installed package nor a saved pipeline directory)"
-        ) from None
+        try:
+            nlp = spacy.load(name)
+        except OSError:
+            raise FileNotFoundError(
+                f"normalize.pii.ner_model: cannot load spaCy pipeline {name!r} "
+                "(neither an installed package nor a saved pipeline directory)"
+            ) from None
     factories = {pipe: nlp.get_pipe_meta(pipe).factory for pipe in nlp.pipe_names}
     if not _ENTITY_FACTORIES & set(factories.values()):
         raise ValueError(f"normalize.pii.ner_model: {name!r} has no ner or entity_ruler")

@@ -44,6 +44,7 @@ from tasks.dedup.minhash_cluster import (
 from tasks.dedup.minhash_sketch import signatures
 from tasks.filter.langid import LangIdConfig, identify, load_model
 from tasks.filter.quality import quality_score
+from tasks.lazy import serial_imports
 from tasks.partition import drop_found, keep_each, keep_once, read_kept, run_partitions
 from tasks.records import StageStats
 
@@ -109,7 +110,8 @@ def stage_key(cfg: MinhashConfig, langid: LangIdConfig) -> dict:
 def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, int]:
     """datasketch's (bands, rows) for `threshold`, weighing false negatives more when pairs
     are verified (verification removes false positives)."""
-    from datasketch.lsh import _optimal_param
+    with serial_imports():
+        from datasketch.lsh import _optimal_param
 
     weights = (0.1, 0.9) if verify else (0.5, 0.5)
     return _optimal_param(threshold, num_perm, *weights)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.filter.quality_units import UNSPACED_SCRIPTS
+from tasks.lazy import serial_imports
 
 UNSPACED_SHARE = 0.2  # cut into characters: documents with this share of unspaced script
 _UNSPACED = rf"[{UNSPACED_SCRIPTS}]"
@@ -155,7 +156,8 @@ def hash_shingle(shingle: tuple[str, ...]) -> int:
 @functools.cache
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's affine32 permutation parameters `a` (odd) and `b`, each (num_perm,)."""
-    from datasketch import MinHash  # with scipy, 0.5 s to import: only where signatures are made
+    with serial_imports():  # datasketch, with scipy, takes 0.5 s: only where signatures are made
+        from datasketch import MinHash
 
     a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
     return a.astype(np.uint32), b.astype(np.uint32)

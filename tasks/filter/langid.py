@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from shards.schema import LANG, LANG_SCORE, LANG_TOP, SCRIPT, TEXT
 from tasks.filter.scripts import scripts
+from tasks.lazy import serial_imports
 from tasks.partition import StageDir, run_partitions
 from tasks.records import Rule, StageResult, StageStats, apply_rules
 
@@ -70,7 +71,8 @@ def default_model_path() -> Path:
 @functools.cache
 def load_model(path: str | None) -> Any:
     """Load a fastText model once per process."""
-    import fasttext
+    with serial_imports():
+        import fasttext
 
     resolved = Path(path) if path else default_model_path()
     if not resolved.exists():

@@ -27,6 +27,7 @@ from shards.writer import atomic_path
 from tasks.clean.normalize import NormalizeConfig, decode
 from tasks.ingest.ingest import IngestConfig, read_file
 from tasks.ingest.inputs import discover
+from tasks.lazy import serial_imports
 from tasks.output.tokenize import iter_texts
 
 POSITIVE = "__label__hq"
@@ -115,7 +116,8 @@ def load_quality_model(path: str) -> Any:
         FileNotFoundError: when there is no file at `path`.
         ValueError: when the model has no `__label__hq` label.
     """
-    import fasttext
+    with serial_imports():
+        import fasttext
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"quality.model: no fastText model at {path}")
@@ -192,7 +194,8 @@ def _split(
 
 def _fit(train: list[tuple[str, str]], seed: int | None, **params: Any) -> Any:
     """A fastText supervised model of `train`, from a temporary training file."""
-    import fasttext
+    with serial_imports():
+        import fasttext
 
     with tempfile.TemporaryDirectory(prefix="refinery-quality-") as tmp:
         path = Path(tmp) / "train.txt"

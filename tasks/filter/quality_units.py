@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from tasks.lazy import serial_imports
+
 if TYPE_CHECKING:  # spaCy (and torch, through thinc) load on first use: 1-2 s per process
     from spacy.language import Language
     from spacy.vocab import Vocab
@@ -61,19 +63,22 @@ _VOCAB: list["Vocab"] = []
 @functools.cache
 def sentence_end_class() -> str:
     """The punctuation that ends a sentence, spaCy's sentencizer's, as a regex class body."""
-    from spacy.pipeline import Sentencizer
+    with serial_imports():
+        from spacy.pipeline import Sentencizer
 
     ends = Sentencizer.default_punct_chars
     return "".join(f"\\{c}" if c in string.punctuation else c for c in ends)
 
 
 def _blank(lang: str) -> "Language":
-    import spacy
-    from spacy.vocab import Vocab
+    with serial_imports():
+        import spacy
+        from spacy.vocab import Vocab
 
-    if not _VOCAB:
-        _VOCAB.append(Vocab())
-    nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}), vocab=_VOCAB[0])
+        if not _VOCAB:
+            _VOCAB.append(Vocab())
+        # spacy.blank imports the language's module (spacy.lang.<lang>) on first use
+        nlp = spacy.blank(lang, config=_TOKENIZER_CONFIG.get(lang, {}), vocab=_VOCAB[0])
     nlp.max_length = _MAX_CHARS  # only the tokenizer runs: its memory is linear in the text
     # Pieces are tokenized joined by spaces, so a special case that spans a space (Spanish
     # "EE. UU.") would join two pieces, and a document's words would depend on the pieces
@@ -112,12 +117,13 @@ def forget_words() -> None:
 @functools.cache
 def spacy_stop_words(lang: str) -> frozenset[str]:
     """spaCy's stop list for `lang` (empty when it has none)."""
-    import spacy
+    with serial_imports():
+        import spacy
 
-    try:
-        return frozenset(spacy.util.get_lang_class(lang).Defaults.stop_words)
-    except (ImportError, ValueError):
-        return frozenset()
+        try:
+            return frozenset(spacy.util.get_lang_class(lang).Defaults.stop_words)
+        except (ImportError, ValueError):
+            return frozenset()
 
 
 def is_unspaced(lang: pl.Expr, script: pl.Expr) -> pl.Expr:
@@ -159,7 +165,8 @@ def spacy_tokens(pieces: list[str], lang: str, stop: frozenset[str]) -> pl.DataF
     words it has seen (most words of a corpus recur) until it knows `_VOCAB_LIMIT` strings,
     then starts afresh, which bounds its memory.
     """
-    from spacy.attrs import ORTH, SPACY
+    with serial_imports():
+        from spacy.attrs import ORTH, SPACY
 
     lang = tokenizer_language(lang)
     with SPACY_LOCK:

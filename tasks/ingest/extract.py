@@ -32,6 +32,8 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, Field
 
+from tasks.lazy import serial_imports
+
 # The settings that can find a page's text, as `Page.method` and the `extraction` column name
 # them: trafilatura with favor_precision, with its defaults, with favor_recall, and its
 # baseline extractor (JSON-LD article bodies, <article>, <p> elements, else the whole body).
@@ -112,7 +114,8 @@ def extract_page(html: bytes, url: str | None, cfg: ExtractConfig) -> Page:
     `cfg.fallbacks` is tried in turn, and its text replaces the one so far if that was empty
     or it is `cfg.longer_by` times longer. The page is parsed once for all of them.
     """
-    import trafilatura
+    with serial_imports():
+        import trafilatura
 
     tree = trafilatura.load_html(html)
     if tree is None:
@@ -135,7 +138,8 @@ def extract_page(html: bytes, url: str | None, cfg: ExtractConfig) -> Page:
 
 def main_text(tree: Any, url: str | None, method: str, cfg: ExtractConfig) -> str:
     """The main text one setting finds in a parsed page ("" if none)."""
-    import trafilatura
+    with serial_imports():
+        import trafilatura
 
     if method == "baseline":
         return trafilatura.baseline(tree)[1]
@@ -158,9 +162,10 @@ def title_and_date(tree: Any, url: str | None, cfg: ExtractConfig) -> tuple[str 
     extracting a page."""
     from html import unescape
 
-    from htmldate import find_date
-    from trafilatura.metadata import examine_meta, extract_meta_json, extract_title, extract_url
-    from trafilatura.utils import line_processing
+    with serial_imports():
+        from htmldate import find_date
+        from trafilatura.metadata import examine_meta, extract_meta_json, extract_title, extract_url
+        from trafilatura.utils import line_processing
 
     meta = examine_meta(tree)
     with contextlib.suppress(Exception):  # as trafilatura guards it: its JSON-LD parser has bugs

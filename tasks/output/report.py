@@ -21,9 +21,11 @@ from shards.schema import QUALITY_SIGNALS
 from shards.tokens import tokens_dir
 from shards.workdir import report_file
 from shards.writer import atomic_path
+from tasks.lazy import serial_imports
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    with serial_imports():
+        from matplotlib.figure import Figure
 
 
 def load_shards(out: Path) -> pl.DataFrame:
@@ -52,7 +54,8 @@ def cluster_sizes(ledger: pl.DataFrame) -> pl.DataFrame:
 
 def _figure(width: float, height: float) -> "Figure":
     # No pyplot: no global state, no display. Imported here: 0.4 s, paid only for a report.
-    from matplotlib.figure import Figure
+    with serial_imports():
+        from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height))
 

@@ -1,5 +1,7 @@
 import gzip
 import json
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -281,3 +283,34 @@ def test_a_documents_signals_do_not_depend_on_the_documents_batched_with_it():
 def q_prose(seed: int) -> str:
     words = ["el", "río", "pasaba", "junto", "al", "viejo", "molino", "y", "los", "niños"]
     return " ".join(words[(seed + i) % len(words)] for i in range(40)) + "."
+
+
+def test_first_use_of_spacy_from_many_threads_at_once_loads_it_once():
+    # A fresh process, as a worker is: threads that each import part of spaCy first (as the
+    # quality, MinHash and PII steps of concurrent partitions do) must not see it half loaded.
+    code = """
+import threading
+from tasks.filter import quality_units as u
+
+errors = []
+steps = [u.sentence_end_class, lambda: u.spacy_tokens(["a", "b."], "en", frozenset()),
+         lambda: u.spacy_stop_words("de")] * 2
+start = threading.Barrier(len(steps))
+
+def run(fn):
+    start.wait()
+    try:
+        fn()
+    except Exception as e:
+        errors.append(repr(e))
+
+threads = [threading.Thread(target=run, args=(f,)) for f in steps]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
