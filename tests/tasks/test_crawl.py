@@ -432,8 +432,13 @@ def test_stats_balance(crawled):
 def test_crawl_delay_between_request_starts(crawled):
     site, _, _ = crawled
     times = [h.time for h in site.hits]
+    # Crawl-delay: 0.2, far above delay_s. The site runs on a thread of this process, so it
+    # can note a request's arrival late while the crawler holds the interpreter: one late
+    # arrival shortens the gap after it, not the span of the two gaps around it.
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) > 0.2 - 0.05  # Crawl-delay: 0.2, far above delay_s
+    spans = [b - a for a, b in zip(times, times[2:], strict=False)]
+    assert min(gaps) > 0.05 and min(spans) > 2 * 0.2 - 0.05
+    assert sorted(gaps)[len(gaps) // 2] > 0.2 - 0.02
     retried = [h.time for h in site.hits if h.path == "/retry-after"]
     assert 0.5 - 0.05 < retried[1] - retried[0] < 1.0  # Retry-After: 1, capped at max_delay_s
 
