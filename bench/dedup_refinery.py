@@ -57,9 +57,9 @@ def run(work: Path, names: list[str], cfg: near.MinhashConfig) -> set[str]:
     mh = StageDir("minhash", work / "minhash")
     for name in names:
         near.sign_partitions.fn([name], ex, mh, cfg)
-    for group, bands in enumerate(cfg.band_groups()):
-        near.find_pairs.fn(group, bands, mh, names, cfg)
-    near.cluster_pairs.fn(near.ClusterInputs(ex, mh, names, LangIdConfig()), cfg)
+    at = near.ClusterInputs(ex, mh, names, LangIdConfig())
+    near.bucket_range.fn(at, 0, 1, cfg)
+    near.cluster_ranges.fn(at, 1, cfg)
     for name in names:
         near.minhash_dedup.fn([name], ex, mh)
     removed = [pl.read_ipc(d.ledger(n), columns=["doc_id"]) for d in (ex, mh) for n in names]

@@ -44,7 +44,7 @@ class RunnerConfig(BaseModel, frozen=True, extra="forbid"):
     workers: int | None = Field(None, gt=0, description="threads, processes or Dask workers")
     dask_address: str | None = Field(None, description="an existing scheduler, tcp://host:8786")
     reduce_tasks: int | None = Field(
-        None, gt=0, description="hash ranges of exact dedup's reduce; default: one per worker slot"
+        None, gt=0, description="hash ranges of the dedup reduce steps; default: worker slots"
     )
 
 

@@ -37,8 +37,8 @@ from tasks.clean.normalize import normalize
 from tasks.dedup.exact_dedup import exact_dedup, group_range, hash_partitions, join_ranges
 from tasks.dedup.minhash_dedup import (
     ClusterInputs,
-    cluster_pairs,
-    find_pairs,
+    bucket_range,
+    cluster_ranges,
     minhash_dedup,
     sign_partitions,
 )
@@ -204,13 +204,15 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
     over the whole run, then drops them partition by partition. Hashing joins the map steps
     queued before it, dropping those queued after it."""
     names = chain.names
+    ranges = cfg.runner.reduce_tasks or chain.slots
     if cfg.exact_dedup.enabled:
         src, dst = chain.last, chain.start("exact_dedup", cfg.exact_dedup)
         chain.then(hash_partitions, src, dst, grouped=True)
         chain.run()
-        ranges = cfg.runner.reduce_tasks or chain.slots
-        group_range.map(unmapped(dst), unmapped(names), range(ranges), unmapped(ranges)).result()
-        join_ranges(dst, ranges)
+        if not dst.duplicates.exists():  # found before, perhaps with another range count
+            group_range.map(unmapped(dst), unmapped(names), range(ranges),
+                            unmapped(ranges)).result()  # fmt: skip
+            join_ranges(dst, ranges)
         chain.then(exact_dedup, src, dst, grouped=True)
 
     if cfg.minhash.enabled:
@@ -218,11 +220,12 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
         src, dst = chain.last, chain.start("minhash", key)
         chain.then(sign_partitions, src, dst, cfg.minhash, grouped=True)
         chain.run()
-        groups = cfg.minhash.band_groups()
-        find_pairs.map(range(len(groups)), groups, unmapped(dst), unmapped(names),
-                       unmapped(cfg.minhash)).result()  # fmt: skip
-        # On a worker: choosing keepers scores quality, which loads spaCy where it runs anyway.
-        cluster_pairs.submit(ClusterInputs(src, dst, names, cfg.langid), cfg.minhash).result()
+        if not dst.duplicates.exists():
+            at = ClusterInputs(src, dst, names, cfg.langid)
+            bucket_range.map(unmapped(at), range(ranges), unmapped(ranges),
+                             unmapped(cfg.minhash)).result()  # fmt: skip
+            # On a worker: choosing keepers scores quality, which loads spaCy there anyway.
+            cluster_ranges.submit(at, ranges, cfg.minhash).result()
         chain.then(minhash_dedup, src, dst, grouped=True)
 
 

@@ -173,9 +173,9 @@ class StageDir:
         """The rows a dedup stage drops (`part`, `row`, `duplicate_of`), found over all parts."""
         return self.path / "duplicates.arrow"
 
-    def pairs(self, group: int) -> Path:
-        """MinHash's verified candidate pairs of band group `group`."""
-        return self.path / f"pairs-{group:03d}.arrow"
+    def components_range(self, index: int, ranges: int) -> Path:
+        """MinHash's component map of hash range `index` of `ranges` (`ref`, `label`)."""
+        return self.path / f"components-{index:03d}-of-{ranges:03d}.arrow"
 
     @property
     def selection(self) -> Path:

@@ -6,22 +6,27 @@ the kept one stands for, so a trainer can re-weight duplicated content later.
 
 1. sign (map, per partition): MinHash signatures (`tasks/dedup/minhash_sketch.py`) and LSH band
    keys, written uncompressed (`StageDir.keys`) so later steps memory-map them.
-2. pairs (reduce, per group of bands): buckets of each band give candidate pairs, verified
-   against the threshold by estimated Jaccard (`tasks/dedup/minhash_cluster.py`).
-3. cluster (reduce): pairs whose documents fastText puts in different languages are
-   translations, not duplicates, and are dropped (only pairs under 0.8 similarity are
-   checked); connected components over the rest are the clusters. The kept document of each
-   is the one with the highest quality score (the share of Gopher rules its first and last
-   300 characters pass), then the smallest doc_id. Only the text of documents in pairs is
-   read, one partition at a time.
+2. buckets (reduce, one task per hash range of band keys): the buckets of every band whose
+   key falls in the task's range give candidate pairs, verified against the threshold by
+   estimated Jaccard (`tasks/dedup/minhash_cluster.py`). Pairs whose documents fastText puts
+   in different languages are translations, not duplicates, and are dropped (only pairs
+   under 0.8 similarity are checked). Connected components over the range's pairs are
+   written as a component map (each document and the smallest ref it is joined to).
+3. cluster (reduce, once): connected components over the ranges' maps are the clusters:
+   the same whatever the number of ranges, since a bucket lies in one range. The kept
+   document of each is the one with the highest quality score (the share of Gopher rules its
+   first and last 300 characters pass), then the smallest doc_id. Only the text of documents
+   in clusters is read, one partition at a time, and only their scores are held.
 4. filter (map, per partition): drop the others with `duplicate_of`.
-No step holds the run's text, and only step 2 touches every signature, one band at a time.
+No step holds the run's text; each bucket task holds 1/K of the band keys (K ranges), and
+the cluster step holds the component maps, about 16 bytes per document in a cluster.
 """
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import polars as pl
@@ -49,6 +54,7 @@ from tasks.partition import drop_found, keep_each, keep_once, read_kept, run_par
 from tasks.records import StageStats
 
 STAGE = "minhash"
+T = TypeVar("T")
 
 
 class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
@@ -69,7 +75,6 @@ class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
     verify: bool = Field(True, description="drop candidate pairs below the threshold")
     keep: Literal["quality", "doc_id"] = "quality"
     same_language: bool = Field(True, description="pairs in two languages are not duplicates")
-    band_tasks: int = Field(4, ge=1, description="parallel tasks of the bucket step")
 
     @model_validator(mode="after")
     def _bands_fit(self) -> "MinhashConfig":
@@ -88,11 +93,6 @@ class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
         if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
         return optimal_bands(self.threshold, self.num_perm, self.verify)
-
-    def band_groups(self) -> list[list[int]]:
-        """The bands, split into `band_tasks` groups."""
-        bands = self.lsh_params()[0]
-        return [g.tolist() for g in np.array_split(np.arange(bands), self.band_tasks) if len(g)]
 
 
 def stage_key(cfg: MinhashConfig, langid: LangIdConfig) -> dict:
@@ -118,6 +118,10 @@ def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, i
 
 
 DUPLICATE = "minhash_duplicate"
+# A bucket task holds the keys of its range for this many bytes' worth of bands at a time
+# (band key, anchor key and ref: 24 bytes per document and band).
+_BUCKET_BYTES = 512 << 20
+_HELD_PER_KEY = 24
 LANG_CHARS = 200  # enough text to tell two languages apart
 _LANG_CFG = LangIdConfig(segment_chars=LANG_CHARS, segment_max=LANG_CHARS, max_segments=1)
 # Pairs this similar share most of their wording: no translation does, so fastText is asked
@@ -150,18 +154,37 @@ def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
     return pa.table(columns)
 
 
-def band_pairs(keys_files: list[Path], bands: list[int], cfg: MinhashConfig) -> pl.DataFrame:
-    """Candidate pairs (refs `a`, `b`) from `bands` with their estimated similarity `sim`;
-    those below the threshold are left out unless `cfg.verify` is off."""
-    names = [f"band{b:03d}" for b in bands]
-    tables = [read_table(f, ["doc_key", "empty", *names]) for f in keys_files]  # mapped locally
-    refs = np.concatenate([make_refs(i, t.num_rows) for i, t in enumerate(tables)])
-    doc_key = np.concatenate([column(t, "doc_key") for t in tables])
-    signed = ~np.concatenate([column(t, "empty") for t in tables])
+def range_pairs(
+    keys_files: list[Path], index: int, ranges: int, cfg: MinhashConfig
+) -> pl.DataFrame:
+    """Candidate pairs (refs `a`, `b`) of every band's buckets whose key is in hash range
+    `index` of `ranges`, with their estimated similarity `sim`; those below the threshold are
+    left out unless `cfg.verify` is off.
+
+    Of each file only the range's keys are kept, for as many bands at a time as fit in
+    `_BUCKET_BYTES` (all of them once the ranges are small enough): the files are read once
+    per group of bands.
+    """
+    names = [f"band{b:03d}" for b in range(cfg.lsh_params()[0])]
+    n_docs = sum(read_table(path, ["empty"]).num_rows for path in keys_files)
+    per_band = _HELD_PER_KEY * n_docs / ranges
+    step = max(1, min(len(names), int(_BUCKET_BYTES // max(per_band, 1))))
     found = [np.empty((0, 2), np.uint64)]
-    for name in names:
-        keys = np.concatenate([column(t, name) for t in tables])
-        found.append(bucket_pairs(keys[signed], doc_key[signed], refs[signed]))
+    for lo in range(0, len(names) if n_docs else 0, step):
+        group = names[lo : lo + step]
+        held: list[list[tuple[np.ndarray, ...]]] = [[] for _ in group]  # per band, per file
+        for i, path in enumerate(keys_files):
+            table = read_table(path, ["doc_key", "empty", *group])  # memory-mapped locally
+            refs, doc_key = make_refs(i, table.num_rows), column(table, "doc_key")
+            signed = ~column(table, "empty")
+            for b, name in enumerate(group):
+                keys = column(table, name)
+                sel = signed & (keys % np.uint64(ranges) == np.uint64(index))
+                held[b].append((keys[sel], doc_key[sel], refs[sel]))
+        for b in range(len(group)):
+            keys, doc_key, refs = (np.concatenate(arrays) for arrays in zip(*held[b], strict=True))
+            held[b] = []
+            found.append(bucket_pairs(keys, doc_key, refs))
     pairs = np.unique(np.concatenate(found), axis=0)
     sim = pair_similarity(pairs, SignatureStore.open(keys_files))
     keep = sim >= cfg.threshold if cfg.verify else np.ones(len(pairs), dtype=bool)
@@ -195,7 +218,8 @@ def keepers(members: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class ClusterInputs:
-    """Where the cluster step reads from, and the configs that choose kept documents."""
+    """Where the bucket and cluster steps read from, and the configs that choose kept
+    documents."""
 
     src: StageDir
     out: StageDir
@@ -203,77 +227,100 @@ class ClusterInputs:
     langid: LangIdConfig
 
 
-def member_table(
-    nodes: np.ndarray, needs_lang: np.ndarray, cfg: MinhashConfig, at: ClusterInputs
-) -> pl.DataFrame:
-    """doc_id, weight, keeper score and (where `needs_lang`) language of the documents in
-    pairs (`nodes`, sorted): their rows are read one partition at a time, then scored and
-    identified in one call each, whatever the number of partitions."""
-    part_of, row_of = split_refs(nodes)
-    metas, texts = [], []
-    for p in np.unique(part_of):
-        here = part_of == p
-        rows = pl.Series("row", row_of[here], pl.UInt32)
-        metas.append(read_frame(at.out.keys(at.parts[p]), [DOC_ID, "weight"])[rows])
-        if cfg.keep == "quality" or needs_lang[here].any():
-            texts.append(read_frame(at.src.kept(at.parts[p]), [TEXT])[rows][TEXT])
-        else:
-            texts.append(pl.repeat(None, len(rows), dtype=pl.String, eager=True).alias(TEXT))
-    text = pl.concat(texts)
-    score = pl.repeat(0.0, len(nodes), dtype=pl.Float32, eager=True)
-    if cfg.keep == "quality":
+def per_partition(
+    refs: np.ndarray, at: ClusterInputs, read: Callable[[str, pl.Series], T]
+) -> list[T]:
+    """`read(part, rows)` of the documents `refs` (sorted, not empty), one partition at a
+    time: concatenated, the results follow `refs`."""
+    part_of, row_of = split_refs(refs)
+    return [read(at.parts[p], pl.Series("row", row_of[part_of == p], pl.UInt32))
+            for p in np.unique(part_of)]  # fmt: skip
+
+
+def languages(refs: np.ndarray, at: ClusterInputs) -> pl.Series:
+    """fastText's language of each of the documents `refs` (sorted), from their opening."""
+    model = load_model(at.langid.model)
+
+    def read(part: str, rows: pl.Series) -> pl.Series:
+        text = read_frame(at.src.kept(part), [TEXT])[rows][TEXT]
+        return identify(text, model, _LANG_CFG)[LANG]
+
+    return pl.concat(per_partition(refs, at, read))
+
+
+def keeper_scores(refs: np.ndarray, at: ClusterInputs) -> pl.Series:
+    """The quality score of each of the documents `refs` (sorted): the share of Gopher rules
+    their first and last `SCORE_CHARS // 2` characters pass."""
+
+    def read(part: str, rows: pl.Series) -> pl.Series:
+        text = read_frame(at.src.kept(part), [TEXT])[rows][TEXT]
         ends = text.str.head(SCORE_CHARS // 2) + "\n" + text.str.tail(SCORE_CHARS // 2)
         short = text.str.len_chars() <= SCORE_CHARS
-        score = quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)}))
-    lang = pl.repeat(None, len(nodes), dtype=pl.String, eager=True)
-    if (check := np.flatnonzero(needs_lang)).size:
-        model = load_model(at.langid.model)
-        lang = lang.scatter(check, identify(text[check], model, _LANG_CFG)[LANG])
-    return pl.concat(metas).with_columns(
-        score=score.cast(pl.Float32), lang=lang, ref=pl.Series(nodes)
-    )
+        return quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)})).cast(pl.Float32)
+
+    return pl.concat(per_partition(refs, at, read))
 
 
-def same_language(pairs: pl.DataFrame, members: pl.DataFrame) -> np.ndarray:
+def same_language(pairs: pl.DataFrame, at: ClusterInputs) -> pl.Series:
     """Per pair: sure to be one language (similar enough), or labelled so by fastText."""
-    ref = members["ref"].to_numpy()
-    lang = members["lang"]
-    a = lang.gather(np.searchsorted(ref, pairs["a"].to_numpy()))
-    b = lang.gather(np.searchsorted(ref, pairs["b"].to_numpy()))
-    return ((pairs["sim"] >= SURE_SAME_LANGUAGE) | (a == b).fill_null(False)).to_numpy()
+    sure = pairs["sim"] >= SURE_SAME_LANGUAGE
+    ends = pairs.filter(~sure).select("a", "b").to_numpy()
+    if ends.size == 0:
+        return sure
+    check = np.unique(ends)
+    lang = languages(check, at)
+    a = lang.gather(np.searchsorted(check, pairs["a"].to_numpy()).clip(0, len(check) - 1))
+    b = lang.gather(np.searchsorted(check, pairs["b"].to_numpy()).clip(0, len(check) - 1))
+    return sure | (a == b).fill_null(False)
 
 
-def find_clusters(pairs: pl.DataFrame, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
-    """`part`, `row`, `duplicate_of` and `cluster_size` of every member of a cluster.
+COMPONENTS = {"ref": pl.UInt64, "label": pl.UInt64}
+
+
+def range_components(
+    index: int, ranges: int, cfg: MinhashConfig, at: ClusterInputs
+) -> pl.DataFrame:
+    """`ref` and `label` (the smallest ref it is joined to) of every document in a pair of
+    hash range `index` of `ranges` that passes verification and the language check."""
+    pairs = range_pairs([at.out.keys(p) for p in at.parts], index, ranges, cfg)
+    if cfg.same_language and pairs.height:
+        pairs = pairs.filter(same_language(pairs, at))
+    nodes, labels = connected_components(pairs.select("a", "b").to_numpy().astype(np.uint64))
+    return pl.DataFrame({"ref": nodes, "label": labels}, schema=COMPONENTS)
+
+
+def find_clusters(maps: pl.DataFrame, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
+    """`part`, `row`, `duplicate_of` and `cluster_size` of every member of a cluster, in
+    partition and row order.
 
     Args:
-        pairs: `a`, `b` (refs) and `sim` of the candidate pairs that passed verification, as
-            the bucket step wrote them (a pair found in two band groups appears twice).
+        maps: `ref`, `label` rows of every range's component map.
     """
     schema = {"part": pl.String, "row": pl.UInt32, "duplicate_of": pl.String,
               CLUSTER_SIZE: pl.UInt32}  # fmt: skip
-    pairs = pairs.unique(["a", "b"]).sort("a", "b")
-    if pairs.height == 0:
+    if maps.height == 0:
         return pl.DataFrame(schema=schema)
-    ends = pairs.select("a", "b").to_numpy()
-    nodes = np.unique(ends)
-    unsure = cfg.same_language & (pairs["sim"] < SURE_SAME_LANGUAGE).to_numpy()
-    needs_lang = np.isin(nodes, ends[unsure])
-    members = member_table(nodes, needs_lang, cfg, at)
-    if cfg.same_language:
-        pairs = pairs.filter(pl.Series(same_language(pairs, members)))
-    if pairs.height == 0:
-        return pl.DataFrame(schema=schema)
-    found, labels = connected_components(pairs.select("a", "b").to_numpy())
-    table = members.join(pl.DataFrame({"ref": found, "label": labels}), on="ref")
+    nodes, labels = connected_components(maps.select("ref", "label").to_numpy())
+    meta = pl.concat(per_partition(
+        nodes, at, lambda part, rows: read_frame(at.out.keys(part), [DOC_ID, "weight"])[rows]
+    ))  # fmt: skip
+    if cfg.keep == "quality":
+        score = keeper_scores(nodes, at)
+    else:
+        score = pl.repeat(0.0, len(nodes), dtype=pl.Float32, eager=True)
+    table = meta.with_columns(ref=pl.Series(nodes), label=pl.Series(labels), score=score)
     chosen = keepers(table)
     part_of, row_of = split_refs(chosen["ref"].to_numpy())
-    return chosen.select(
-        part=pl.Series(np.asarray(at.parts)[part_of]),
-        row=pl.Series(row_of, dtype=pl.UInt32),
-        duplicate_of=pl.col("duplicate_of"),
-        cluster_size=pl.col("cluster_size"),
-    ).cast(schema)
+    return (
+        chosen.select(
+            part=pl.Series(np.asarray(at.parts)[part_of]),
+            row=pl.Series(row_of, dtype=pl.UInt32),
+            duplicate_of=pl.col("duplicate_of"),
+            cluster_size=pl.col("cluster_size"),
+        )
+        .cast(schema)
+        .sort("part", "row")
+    )
 
 
 @task(name="minhash_signatures")
@@ -284,19 +331,19 @@ def sign_partitions(parts: list[str], src: StageDir, out: StageDir, cfg: Minhash
 
 
 @task(name="minhash_buckets")
-def find_pairs(group: int, bands: list[int], out: StageDir, parts: list[str],
-               cfg: MinhashConfig) -> None:  # fmt: skip
-    """Write the (verified) candidate pairs of one group of bands."""
-    keep_once(out.pairs(group), lambda: band_pairs([out.keys(p) for p in parts], bands, cfg))
+def bucket_range(at: ClusterInputs, index: int, ranges: int, cfg: MinhashConfig) -> None:
+    """Write the component map of hash range `index` of `ranges` (once per range)."""
+    keep_once(at.out.components_range(index, ranges),
+              lambda: range_components(index, ranges, cfg, at))  # fmt: skip
 
 
 @task(name="minhash_cluster")
-def cluster_pairs(at: ClusterInputs, cfg: MinhashConfig) -> None:
-    """Find the clusters of the whole run (once; kept as `out.duplicates`)."""
+def cluster_ranges(at: ClusterInputs, ranges: int, cfg: MinhashConfig) -> None:
+    """Find the clusters of the whole run from the ranges' maps (once; `out.duplicates`)."""
 
     def clusters() -> pl.DataFrame:
-        pairs = pl.concat([read_frame(at.out.pairs(g)) for g in range(len(cfg.band_groups()))])
-        return find_clusters(pairs, cfg, at)
+        maps = [read_frame(at.out.components_range(i, ranges)) for i in range(ranges)]
+        return find_clusters(pl.concat(maps), cfg, at)
 
     keep_once(at.out.duplicates, clusters)
 

@@ -12,6 +12,7 @@ from datasketch import LeanMinHash, MinHash
 
 from shards.workdir import StageDir
 from shards.writer import write_table
+from tasks.dedup import minhash_dedup as minhash_dedup_module
 from tasks.dedup.minhash_cluster import (
     bucket_pairs,
     connected_components,
@@ -22,8 +23,8 @@ from tasks.dedup.minhash_cluster import (
 from tasks.dedup.minhash_dedup import (
     ClusterInputs,
     MinhashConfig,
-    cluster_pairs,
-    find_pairs,
+    bucket_range,
+    cluster_ranges,
     minhash_dedup,
     sign_partitions,
 )
@@ -115,17 +116,19 @@ def test_connected_components_label_by_smallest_member():
     }  # fmt: skip
 
 
-def run_minhash(parts: list[pl.DataFrame], root: Path, cfg: MinhashConfig = CFG):
-    """The four steps over `parts` (frames of doc_id, text); returns kept rows and ledger."""
+def run_minhash(parts: list[pl.DataFrame], root: Path, cfg: MinhashConfig = CFG, ranges: int = 2):
+    """The four steps over `parts` (frames of doc_id, text), the bucket step in `ranges` hash
+    ranges; returns kept rows and ledger."""
     src, out = StageDir("normalize", root / "src"), StageDir("minhash", root / "out")
     names = [f"p{i:03d}" for i in range(len(parts))]
     for name, frame in zip(names, parts, strict=True):
         write_table(frame.to_arrow(), src.kept(name))
     for name in names:
         sign_partitions.fn([name], src, out, cfg)
-    for g, bands in enumerate(cfg.band_groups()):
-        find_pairs.fn(g, bands, out, names, cfg)
-    cluster_pairs.fn(ClusterInputs(src, out, names, LangIdConfig()), cfg)
+    at = ClusterInputs(src, out, names, LangIdConfig())
+    for index in range(ranges):
+        bucket_range.fn(at, index, ranges, cfg)
+    cluster_ranges.fn(at, ranges, cfg)
     stats = [minhash_dedup.fn([name], src, out) for name in names]
     kept = pl.concat([pl.read_ipc(out.kept(n)) for n in names])
     removed = pl.concat([pl.read_ipc(out.ledger(n)) for n in names])
@@ -274,3 +277,41 @@ def test_documents_without_words_are_not_clustered(tmp_path):
     docs = pl.DataFrame({"doc_id": ["a", "b", "c"], "text": ["!!!", "...", "— —"]})
     kept, removed = run_minhash([docs], tmp_path)
     assert kept.height == 3 and removed.height == 0
+
+
+def test_any_number_of_hash_ranges_gives_the_same_clusters_and_keepers(tmp_path, monkeypatch):
+    # Edited copies in three scripts, translations (the language check) and weights, in four
+    # partitions: a cluster's pairs fall in several ranges, joined again by the cluster step.
+    docs, _ = corpus_with_copies(seed=4)
+    translations = wiki().filter(pl.col("doc_id").str.starts_with("xquad-"))
+    docs = pl.concat([docs, translations.filter(~pl.col("doc_id").is_in(docs["doc_id"]))])
+    docs = docs.with_columns(
+        cluster_size=pl.Series(np.arange(docs.height) % 3 + 1, dtype=pl.UInt32)
+    )
+    found = {}
+    for ranges in (1, 3, 8):
+        root = tmp_path / f"k{ranges}"
+        kept, removed = run_minhash(split(docs, 4), root, ranges=ranges)
+        out = StageDir("minhash", root / "out")
+        assert len(list(out.path.glob("components-*.arrow"))) == ranges
+        found[ranges] = (out.duplicates.read_bytes(), kept.sort("doc_id"), removed.sort("doc_id"))
+    duplicates, kept, removed = found[1]
+    assert removed.height > 20 and pl.read_ipc(duplicates)["duplicate_of"].null_count() > 10
+    for ranges in (3, 8):
+        assert found[ranges][0] == duplicates
+        assert found[ranges][1].equals(kept) and found[ranges][2].equals(removed)
+    # A bucket task short of memory reads its files once per band, with the same pairs.
+    monkeypatch.setattr(minhash_dedup_module, "_BUCKET_BYTES", 1)
+    run_minhash(split(docs, 4), tmp_path / "band-by-band", ranges=3)
+    assert (
+        StageDir("minhash", tmp_path / "band-by-band" / "out").duplicates.read_bytes() == duplicates
+    )
+
+
+def test_a_cluster_split_over_ranges_is_joined_with_its_smallest_ref_as_label():
+    # Range 0 joined 5-9 and 1-3, range 1 joined 9-12 and 3-7: one map each.
+    maps = pl.DataFrame({"ref": [1, 3, 5, 9, 3, 7, 9, 12], "label": [1, 1, 5, 5, 3, 3, 9, 9]})
+    nodes, labels = connected_components(maps.to_numpy().astype(np.uint64))
+    assert dict(zip(nodes.tolist(), labels.tolist(), strict=True)) == {
+        1: 1, 3: 1, 7: 1, 5: 5, 9: 5, 12: 5,
+    }  # fmt: skip
