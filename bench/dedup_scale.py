@@ -1,13 +1,16 @@
-"""Scale run of MinHash's reduce steps: signatures made directly, at growing corpus sizes.
+"""Scale run of MinHash's reduce steps: signatures made directly, at growing corpus sizes,
+with the bucket step split into K hash ranges.
 
 For each size, a child process writes `<part>.keys.arrow` files (as the sign step does) of
 random signatures in partitions of 100,000 documents, one in ten a copy of another with a
-fifth of its values changed (estimated Jaccard about 0.8), then times the bucket step (every
-band group) and the cluster step, and reports its peak RSS and its peak anonymous memory
-(RSS less the pages of memory-mapped files). Cost should grow about linearly with size, and
-the memory held stay far below the signatures' size: they are memory-mapped, not read.
+fifth of its values changed (estimated Jaccard about 0.8). Then, for each K, every bucket
+task (one hash range) and the cluster step run each in a fresh child process, as tasks on a
+cluster's workers would, which reports its time, peak RSS and peak anonymous memory (RSS
+less the pages of memory-mapped files, which the kernel can drop). Time should grow about
+linearly with size, the bucket tasks' memory should shrink about as 1/K, and the memory held
+stay far below the signatures' size: they are memory-mapped, not read.
 
-    .venv/bin/python bench/dedup_scale.py --docs 250000 500000 1000000
+    .venv/bin/python bench/dedup_scale.py --docs 1000000 10000000 --ranges 1 8
 """
 
 import argparse
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -90,64 +94,95 @@ class AnonPeak:
         self._thread.join()
 
 
-def reduce(root: Path) -> dict:
-    """Time the bucket and cluster steps over the keys files under `root`."""
+def measured(step: Callable[[], None]) -> dict:
+    """Run `step` in this process: its seconds, peak RSS and peak anonymous memory."""
     with AnonPeak() as anon:
-        row = _reduce(root)
-    return {**row, "peak_anon_mb": round(anon.peak_kb / 1024, 1)}
+        start = time.perf_counter()
+        step()
+        seconds = time.perf_counter() - start
+    return {
+        "s": round(seconds, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_anon_mb": round(anon.peak_kb / 1024, 1),
+    }
 
 
-def _reduce(root: Path) -> dict:
+def inputs(root: Path) -> near.ClusterInputs:
     out = StageDir("minhash", root / "minhash")
     names = sorted(p.name.removesuffix(".keys.arrow") for p in out.path.glob("*.keys.arrow"))
-    start = time.perf_counter()
-    for group, bands in enumerate(CFG.band_groups()):
-        near.find_pairs.fn(group, bands, out, names, CFG)
-    buckets = time.perf_counter() - start
-    near.cluster_pairs.fn(near.ClusterInputs(out, out, names, LangIdConfig()), CFG)
-    total = time.perf_counter() - start
-    found = pl.read_ipc(out.duplicates)
-    n_docs = sum(pl.read_ipc(out.keys(n), columns=["doc_id"]).height for n in names)
+    return near.ClusterInputs(out, out, names, LangIdConfig())
+
+
+def step(root: Path, ranges: int, index: int | None) -> dict:
+    """One bucket task (`index`), or the cluster step (None), in this process."""
+    at = inputs(root)
+    if index is None:
+        return measured(lambda: near.cluster_ranges.fn(at, ranges, CFG))
+    return measured(lambda: near.bucket_range.fn(at, index, ranges, CFG))
+
+
+def reduce(root: Path, ranges: int) -> dict:
+    """Every bucket task and the cluster step for `ranges`, each in a child process."""
+    run = [sys.executable, __file__, "--root", str(root), "--k", str(ranges)]
+    tasks = []
+    for index in [*range(ranges), None]:
+        which = ["--step", str(index)] if index is not None else ["--step", "cluster"]
+        child = subprocess.run([*run, *which], check=True, capture_output=True, text=True)
+        tasks.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    at = inputs(root)
+    n_docs = sum(pl.read_ipc(at.out.keys(n), columns=["doc_id"]).height for n in at.parts)
+    buckets, cluster = tasks[:-1], tasks[-1]
+    found = pl.read_ipc(at.out.duplicates)
+    for path in [at.out.duplicates, *at.out.path.glob("components-*.arrow")]:
+        path.unlink()  # the next K starts afresh
+    total = sum(t["s"] for t in tasks)
     return {
         "docs": n_docs,
-        "bucket_s": round(buckets, 2),
-        "cluster_s": round(total - buckets, 2),
-        "total_s": round(total, 2),
+        "ranges": ranges,
+        "bucket_s": round(sum(t["s"] for t in buckets), 2),
+        "bucket_task_s_max": max(t["s"] for t in buckets),
+        "bucket_task_anon_mb_max": max(t["peak_anon_mb"] for t in buckets),
+        "bucket_task_rss_mb_max": max(t["peak_rss_mb"] for t in buckets),
+        "cluster_s": cluster["s"],
+        "cluster_anon_mb": cluster["peak_anon_mb"],
         "us_per_doc": round(total / n_docs * 1e6, 2),
-        "keys_files_mb": round(sum(out.keys(n).stat().st_size for n in names) / 1e6, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "keys_files_mb": round(sum(at.out.keys(n).stat().st_size for n in at.parts) / 1e6, 1),
         "duplicates_found": int(found["duplicate_of"].is_not_null().sum()),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
+    parser.add_argument("--docs", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--ranges", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--write", type=int, help=argparse.SUPPRESS)  # child: make signatures
-    parser.add_argument("--reduce", type=Path, help=argparse.SUPPRESS)  # child: time the steps
+    parser.add_argument("--step", help=argparse.SUPPRESS)  # child: one task
+    parser.add_argument("--k", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("data/bench/dedup/scale.json"))
     args = parser.parse_args()
     if args.write:
         write_signatures(StageDir("minhash", args.root / "minhash"), args.write)
         return
-    if args.reduce:
-        print(json.dumps(reduce(args.reduce)))
+    if args.step:
+        index = None if args.step == "cluster" else int(args.step)
+        print(json.dumps(step(args.root, args.k, index)))
         return
     rows = []
     for n in args.docs:
         with tempfile.TemporaryDirectory(prefix="refinery-scale-") as tmp:
-            run = [sys.executable, __file__]
-            subprocess.run([*run, "--write", str(n), "--root", tmp], check=True)
-            child = subprocess.run([*run, "--reduce", tmp], check=True, capture_output=True,
-                                   text=True)  # fmt: skip
-        rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
-    print("\n| documents | buckets s | clusters s | µs/doc | keys files MB | peak RSS MB "
-          "| peak anonymous MB |\n|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+            subprocess.run([sys.executable, __file__, "--write", str(n), "--root", tmp],
+                           check=True)  # fmt: skip
+            for ranges in args.ranges:
+                rows.append(reduce(Path(tmp), ranges))
+                print(json.dumps(rows[-1]), flush=True)
+    print("\n| documents | K | bucket s (all tasks) | largest bucket task: s, anonymous MB "
+          "| cluster s | cluster anonymous MB | µs/doc | keys files MB |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     for r in rows:
-        print(f"| {r['docs']:,} | {r['bucket_s']} | {r['cluster_s']} | {r['us_per_doc']} | "
-              f"{r['keys_files_mb']} | {r['peak_rss_mb']} | {r['peak_anon_mb']} |")  # fmt: skip
+        print(f"| {r['docs']:,} | {r['ranges']} | {r['bucket_s']} | {r['bucket_task_s_max']}, "
+              f"{r['bucket_task_anon_mb_max']} | {r['cluster_s']} | {r['cluster_anon_mb']} | "
+              f"{r['us_per_doc']} | {r['keys_files_mb']} |")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
