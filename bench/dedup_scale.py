@@ -31,6 +31,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shards.writer import write_table
+from tasks.dedup import exact_dedup
 from tasks.dedup import minhash_dedup as near
 from tasks.dedup.minhash_cluster import band_keys
 from tasks.filter.langid import LangIdConfig
@@ -68,7 +69,17 @@ def write_signatures(out: StageDir, n_docs: int, seed: int = 0) -> list[str]:
         )
         names.append(f"p{start // PART:05d}")
         write_table(table, out.keys(names[-1]), compression=None)
+        digest = rng.integers(0, 2**63, (n, 2), dtype=np.uint64)
+        digest[copies] = digest[src]  # the same copies, exact this time
+        digests = pl.DataFrame(digest, ["a", "b"], orient="row").to_struct("digest")
+        content = pl.DataFrame({"doc_id": ids, "digest": digests})
+        write_table(content.to_arrow(), exact_dir(out).keys(names[-1]))
     return names
+
+
+def exact_dir(out: StageDir) -> StageDir:
+    """Where exact dedup's content keys of the same documents go."""
+    return StageDir("exact_dedup", out.path.parent / "exact_dedup")
 
 
 class AnonPeak:
@@ -113,9 +124,15 @@ def inputs(root: Path) -> near.ClusterInputs:
     return near.ClusterInputs(out, out, names, LangIdConfig())
 
 
-def step(root: Path, ranges: int, index: int | None) -> dict:
-    """One bucket task (`index`), or the cluster step (None), in this process."""
+def step(root: Path, ranges: int, index: int | None, exact: bool = False) -> dict:
+    """One bucket task (`index`), or the cluster step (None), in this process; with `exact`,
+    exact dedup's group task or join step."""
     at = inputs(root)
+    if exact:
+        ex = exact_dir(at.out)
+        if index is None:
+            return measured(lambda: exact_dedup.join_ranges.fn(ex, ranges))
+        return measured(lambda: exact_dedup.group_range.fn(ex, at.parts, index, ranges))
     if index is None:
         return measured(lambda: near.cluster_ranges.fn(at, ranges, CFG))
     return measured(lambda: near.bucket_range.fn(at, index, ranges, CFG))
@@ -124,16 +141,23 @@ def step(root: Path, ranges: int, index: int | None) -> dict:
 def reduce(root: Path, ranges: int) -> dict:
     """Every bucket task and the cluster step for `ranges`, each in a child process."""
     run = [sys.executable, __file__, "--root", str(root), "--k", str(ranges)]
-    tasks = []
+    tasks, exact = [], []
     for index in [*range(ranges), None]:
-        which = ["--step", str(index)] if index is not None else ["--step", "cluster"]
-        child = subprocess.run([*run, *which], check=True, capture_output=True, text=True)
-        tasks.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        for kind, found in (("", tasks), ("exact-", exact)):
+            which = ["--step", f"{kind}{'cluster' if index is None else index}"]
+            child = subprocess.run([*run, *which], check=True, capture_output=True, text=True)
+            found.append(json.loads(child.stdout.strip().splitlines()[-1]))
     at = inputs(root)
     n_docs = sum(pl.read_ipc(at.out.keys(n), columns=["doc_id"]).height for n in at.parts)
     buckets, cluster = tasks[:-1], tasks[-1]
     found = pl.read_ipc(at.out.duplicates)
-    for path in [at.out.duplicates, *at.out.path.glob("components-*.arrow")]:
+    exact_found = pl.read_ipc(exact_dir(at.out).duplicates)
+    for path in [
+        at.out.duplicates,
+        *at.out.path.glob("components-*.arrow"),
+        exact_dir(at.out).duplicates,
+        *exact_dir(at.out).path.glob("duplicates-*"),
+    ]:
         path.unlink()  # the next K starts afresh
     total = sum(t["s"] for t in tasks)
     return {
@@ -148,6 +172,10 @@ def reduce(root: Path, ranges: int) -> dict:
         "us_per_doc": round(total / n_docs * 1e6, 2),
         "keys_files_mb": round(sum(at.out.keys(n).stat().st_size for n in at.parts) / 1e6, 1),
         "duplicates_found": int(found["duplicate_of"].is_not_null().sum()),
+        "exact_s": round(sum(t["s"] for t in exact), 2),
+        "exact_task_anon_mb_max": max(t["peak_anon_mb"] for t in exact[:-1]),
+        "exact_join_anon_mb": exact[-1]["peak_anon_mb"],
+        "exact_duplicates_found": int(exact_found["duplicate_of"].is_not_null().sum()),
     }
 
 
@@ -165,8 +193,9 @@ def main() -> None:
         write_signatures(StageDir("minhash", args.root / "minhash"), args.write)
         return
     if args.step:
-        index = None if args.step == "cluster" else int(args.step)
-        print(json.dumps(step(args.root, args.k, index)))
+        which = args.step.removeprefix("exact-")
+        index = None if which == "cluster" else int(which)
+        print(json.dumps(step(args.root, args.k, index, args.step.startswith("exact-"))))
         return
     rows = []
     for n in args.docs:
@@ -176,13 +205,14 @@ def main() -> None:
             for ranges in args.ranges:
                 rows.append(reduce(Path(tmp), ranges))
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n| documents | K | bucket s (all tasks) | largest bucket task: s, anonymous MB "
-          "| cluster s | cluster anonymous MB | µs/doc | keys files MB |\n"
-          "|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    print("\n| documents | K | MinHash buckets s (all tasks) | largest bucket task: s, "
+          "anonymous MB | cluster s | cluster anonymous MB | MinHash µs/doc | exact dedup s "
+          "(all tasks) | largest exact task, anonymous MB |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     for r in rows:
         print(f"| {r['docs']:,} | {r['ranges']} | {r['bucket_s']} | {r['bucket_task_s_max']}, "
               f"{r['bucket_task_anon_mb_max']} | {r['cluster_s']} | {r['cluster_anon_mb']} | "
-              f"{r['us_per_doc']} | {r['keys_files_mb']} |")  # fmt: skip
+              f"{r['us_per_doc']} | {r['exact_s']} | {r['exact_task_anon_mb_max']} |")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 

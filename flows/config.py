@@ -46,6 +46,11 @@ class RunnerConfig(BaseModel, frozen=True, extra="forbid"):
     reduce_tasks: int | None = Field(
         None, gt=0, description="hash ranges of the dedup reduce steps; default: worker slots"
     )
+    keep_work: bool = Field(
+        True,
+        description="keep every stage's rows under work/; false: release a stage's rows (and a "
+        "dedup stage's keys) once the next stage has finished with them",
+    )
 
 
 def worker_slots(cfg: RunnerConfig) -> int:

@@ -6,6 +6,7 @@ input partitions; the two dedup stages and augment add reduces over the whole ru
 streams the shards into packed token shards for `pretrain`.
 """
 
+import itertools
 import os
 import time
 from dataclasses import asdict
@@ -22,7 +23,7 @@ from flows.config import PipelineConfig, task_runner, worker_slots
 from shards.ledger import ledger_dir
 from shards.manifest import read_manifest
 from shards.storage import StorageError, check_writable, is_remote, location
-from shards.workdir import StageDir, crawl_dir, fingerprint, work_dir
+from shards.workdir import ReleasedRows, StageDir, crawl_dir, fingerprint, work_dir
 from shards.writer import remove_temp_files
 from tasks.augment.augment import (
     augment,
@@ -61,10 +62,15 @@ class StageChain:
     """The stages run so far: their work directories, stats and wall times, and the map steps
     queued to run together (`then`, `run`)."""
 
-    def __init__(self, work: Path, parts: list[Any], slots: int = 1) -> None:
+    def __init__(
+        self, work: Path, parts: list[Any], slots: int = 1, keep_work: bool = True
+    ) -> None:
         self.work, self.dirs, self.parts, self.slots = work, [], parts, slots
         self.stats: dict[str, tuple[StageStats, float]] = {}
         self._queued: list[tuple[str, Step]] = []
+        # Without keep_work, the rows of a stage whose next stage has finished are released,
+        # but those of the stages named here (the ones a later run starts from).
+        self.keep_work, self.keep_rows, self._released = keep_work, set[str](), set[str]()
 
     @property
     def last(self) -> StageDir:
@@ -83,10 +89,11 @@ class StageChain:
 
     @classmethod
     def resume(
-        cls, work: Path, manifest: dict[str, Any], before: str, slots: int = 1
-    ) -> "StageChain":
+        cls, work: Path, manifest: dict[str, Any], before: str, slots: int = 1,
+        keep_work: bool = True,
+    ) -> "StageChain":  # fmt: skip
         """The stages a finished run's manifest lists before stage `before`, as they were."""
-        chain = cls(work, manifest["inputs"]["partitions"], slots)
+        chain = cls(work, manifest["inputs"]["partitions"], slots, keep_work)
         for stage, entry in manifest["stages"].items():
             if stage == before or "work" not in entry:
                 break
@@ -115,16 +122,43 @@ class StageChain:
         futures = mapped.map(batches(self.parts, self.slots), unmapped([s for _, s in queued]))
         totals: list[StageStats | None] = [None] * len(queued)
         with StageProgress("-".join(stages), len(futures)) as bar:
-            for done, future in enumerate(as_completed(futures), 1):
-                for i, stats in enumerate(future.result()):
-                    if stats is not None:
-                        totals[i] = stats if totals[i] is None else totals[i] + stats
-                bar.update(done)
+            try:
+                for done, future in enumerate(as_completed(futures), 1):
+                    for i, stats in enumerate(future.result()):
+                        if stats is not None:
+                            totals[i] = stats if totals[i] is None else totals[i] + stats
+                    bar.update(done)
+            except BaseException:
+                for future in futures:  # none left writing when the caller goes on
+                    future.wait()
+                raise
         found = [t for t in totals if t is not None]
         wall, compute = time.perf_counter() - started, sum(t.seconds for t in found)
         for stats in found:
             share = stats.seconds / compute if compute else 1 / len(found)
             self.finish(stats, wall * share, scores)
+        if not self.keep_work:
+            self.release_finished()
+
+    def release_finished(self) -> None:
+        """Release the rows of each stage whose next stage has finished, but those of the
+        stages in `keep_rows` (and so the last stage's, which has no next one yet)."""
+        for stage, after in itertools.pairwise(self.dirs):
+            name = stage.path.name
+            if after.stage in self.stats and name not in self.keep_rows | self._released:
+                stage.release(self.names)
+                self._released.add(name)
+
+    def recompute(self, released: ReleasedRows) -> None:
+        """Make the released rows a stage needs be computed again: the finished partitions
+        of that stage whose rows are gone, and so on up the chain while the rows they are
+        computed from are gone too."""
+        found = [d.path.name for d in self.dirs].index(released.stage_dir)
+        for stage in reversed(self.dirs[: found + 1]):
+            gone = stage.released(self.names)
+            if not gone:
+                break
+            stage.forget(gone)
 
     def finish(
         self, stats: StageStats, seconds: float, scores: dict[str, float] | None = None
@@ -180,8 +214,26 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     ing = cfg.ingest
     parts = plan_partitions(files, ing.partition_bytes, max(1, ing.partitions_per_worker * slots),
                             ing.min_piece_bytes)  # fmt: skip
-    chain = StageChain(work_dir(out), parts, slots)
+    inputs_info = describe_inputs(inputs, files, ignored, [getattr(p, "name", p) for p in parts],
+                                  crawled)  # fmt: skip
+    for attempt in itertools.count():
+        chain = StageChain(work_dir(out), parts, slots, cfg.runner.keep_work)
+        try:
+            return run_stages(chain, files, cfg, out, inputs_info)
+        except ReleasedRows as released:  # an earlier run's rows, released, needed again
+            if attempt:
+                raise
+            get_run_logger().info(f"{released}: computing them again")
+            chain.recompute(released)
+    raise AssertionError("unreachable")
 
+
+def run_stages(
+    chain: StageChain, files: list[InputFile], cfg: PipelineConfig, out: Path,
+    inputs_info: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """Every stage of `prepare` on `chain`'s partitions, then the shards and the manifest."""
+    parts = chain.parts
     ingest_key = {"config": cfg.ingest.model_dump(mode="json"), "files": [asdict(f) for f in files],
                   "plan": [asdict(p) for p in parts]}  # fmt: skip
     chain.then(ingest, chain.start("ingest", ingest_key), cfg.ingest, whole=True, grouped=True)
@@ -194,8 +246,6 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
     if cfg.langid.enabled:
         src, dst = chain.last, chain.start("langid", cfg.langid)
         chain.then(langid, src, dst, cfg.langid, grouped=True)
-
-    inputs_info = describe_inputs(inputs, files, ignored, chain.names, crawled)
     return filter_and_write(chain, out, cfg, inputs_info)
 
 
@@ -207,9 +257,9 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
     ranges = cfg.runner.reduce_tasks or chain.slots
     if cfg.exact_dedup.enabled:
         src, dst = chain.last, chain.start("exact_dedup", cfg.exact_dedup)
-        chain.then(hash_partitions, src, dst, grouped=True)
-        chain.run()
         if not dst.duplicates.exists():  # found before, perhaps with another range count
+            chain.then(hash_partitions, src, dst, grouped=True)
+            chain.run()
             group_range.map(unmapped(dst), unmapped(names), range(ranges),
                             unmapped(ranges)).result()  # fmt: skip
             join_ranges(dst, ranges)
@@ -218,9 +268,9 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
     if cfg.minhash.enabled:
         key = minhash_stage_key(cfg.minhash, cfg.langid)
         src, dst = chain.last, chain.start("minhash", key)
-        chain.then(sign_partitions, src, dst, cfg.minhash, grouped=True)
-        chain.run()
         if not dst.duplicates.exists():
+            chain.then(sign_partitions, src, dst, cfg.minhash, grouped=True)
+            chain.run()
             at = ClusterInputs(src, dst, names, cfg.langid)
             bucket_range.map(unmapped(at), range(ranges), unmapped(ranges),
                              unmapped(cfg.minhash)).result()  # fmt: skip
@@ -264,7 +314,8 @@ def refilter_stages(output: str, config: PipelineConfig) -> dict[str, Any]:
     check_writable(out)
     remove_temp_files(out)
     manifest = read_manifest(out)
-    chain = StageChain.resume(work_dir(out), manifest, "quality", worker_slots(config.runner))
+    chain = StageChain.resume(work_dir(out), manifest, "quality", worker_slots(config.runner),
+                              config.runner.keep_work)  # fmt: skip
     return filter_and_write(chain, out, config, manifest["inputs"])
 
 
@@ -276,6 +327,7 @@ def filter_and_write(
     names, beside = inputs_info["partitions"], []
     if cfg.quality.enabled:
         src, dst = chain.last, chain.start("quality", cfg.quality)
+        chain.keep_rows.add(src.path.name)  # refilter starts from them
         signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
         chain.then(quality, src, signals, dst, cfg.quality, grouped=True)
         beside.append(signals.path.name)

@@ -12,9 +12,12 @@ An output directory holds the shards and `manifest.json` (`shards.manifest`), th
 
 Per partition a stage writes `<part>.arrow` (kept rows), `<part>.ledger.arrow` (removed rows)
 and, last, `<part>.stats.json`: the stats file is the completion marker, so a partition killed
-half way is simply computed again. A step of a stage with partition files of its own (augment's
-vetted variants) writes them as `<part>.<step>.arrow`, `<part>.<step>.ledger.arrow` and
-`<part>.<step>.stats.json`. Results of the whole run sit beside them (`duplicates.arrow`, ...).
+half way is simply computed again. With `runner.keep_work: false` a stage's rows (and a dedup
+stage's keys) are released once the next stage has finished with them: its ledger and stats
+stay, and a later run that needs the rows again computes them again (`ReleasedRows`). A step
+of a stage with partition files of its own (augment's vetted variants) writes them as
+`<part>.<step>.arrow`, `<part>.<step>.ledger.arrow` and `<part>.<step>.stats.json`. Results of
+the whole run sit beside them (`duplicates.arrow`, ...).
 """
 
 import hashlib
@@ -69,6 +72,17 @@ def remove_work(path: Path) -> None:
     if hidden != path:
         os.replace(path, hidden)
     shutil.rmtree(hidden)
+
+
+class ReleasedRows(FileNotFoundError):
+    """A finished partition's rows were released (`StageDir.release`) and are needed again."""
+
+    def __init__(self, stage_dir: str, part: str) -> None:
+        super().__init__(stage_dir, part)
+        self.stage_dir, self.part = stage_dir, part
+
+    def __str__(self) -> str:
+        return f"{self.stage_dir}: the rows of {self.part} were released (runner.keep_work)"
 
 
 def crawl_dir(out_dir: Path) -> Path:
@@ -204,6 +218,26 @@ class StageDir:
         """The saved stats of a finished partition, or None if it must be (re)computed."""
         path = self.marker(part)
         return json.loads(path.read_text()) if path.exists() else None
+
+    def released(self, parts: list[str]) -> list[str]:
+        """The partitions of `parts` that are finished but whose rows are gone."""
+        return [p for p in parts if not self.kept(p).exists() and self.marker(p).exists()]
+
+    def release(self, parts: list[str]) -> None:
+        """Delete the rows of `parts` and the per-partition and per-range keys of a dedup
+        stage: what the next stages no longer read once they have finished. The ledger, the
+        stats and the run's duplicates stay."""
+        for part in parts:
+            for path in (self.kept(part), self.keys(part)):
+                path.unlink(missing_ok=True)
+        for pattern in ("duplicates-*-of-*.arrow", "components-*-of-*.arrow"):
+            for path in self.path.glob(pattern):
+                path.unlink(missing_ok=True)
+
+    def forget(self, parts: list[str]) -> None:
+        """Make `parts` to be computed again: their completion markers go."""
+        for part in parts:
+            self.marker(part).unlink(missing_ok=True)
 
     def write_partition(
         self, part: str, kept: pa.Table, removed: pa.Table, stats: dict[str, Any]

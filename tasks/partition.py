@@ -29,7 +29,7 @@ import pyarrow as pa
 from prefect import Task, task
 
 from shards.reader import read_frame
-from shards.workdir import StageDir
+from shards.workdir import ReleasedRows, StageDir
 from shards.writer import write_table
 from tasks.records import ROW, StageResult, StageStats, drop_duplicates, text_bytes
 
@@ -60,9 +60,14 @@ def read_kept(src: StageDir, part: str, columns: list[str] | None = None) -> pl.
     else read from the file."""
     held = getattr(_handoff, "frames", None) or {}
     found = held.pop(src.kept(part), None)
-    if found is None:
+    if found is not None:
+        return found if columns is None else found.select(columns)
+    try:
         return read_frame(src.kept(part), columns)
-    return found if columns is None else found.select(columns)
+    except FileNotFoundError:
+        if src.released([part]):
+            raise ReleasedRows(src.path.name, part) from None
+        raise
 
 
 def run_partition(

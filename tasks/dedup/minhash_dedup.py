@@ -242,7 +242,7 @@ def languages(refs: np.ndarray, at: ClusterInputs) -> pl.Series:
     model = load_model(at.langid.model)
 
     def read(part: str, rows: pl.Series) -> pl.Series:
-        text = read_frame(at.src.kept(part), [TEXT])[rows][TEXT]
+        text = read_kept(at.src, part, [TEXT])[rows][TEXT]
         return identify(text, model, _LANG_CFG)[LANG]
 
     return pl.concat(per_partition(refs, at, read))
@@ -253,7 +253,7 @@ def keeper_scores(refs: np.ndarray, at: ClusterInputs) -> pl.Series:
     their first and last `SCORE_CHARS // 2` characters pass."""
 
     def read(part: str, rows: pl.Series) -> pl.Series:
-        text = read_frame(at.src.kept(part), [TEXT])[rows][TEXT]
+        text = read_kept(at.src, part, [TEXT])[rows][TEXT]
         ends = text.str.head(SCORE_CHARS // 2) + "\n" + text.str.tail(SCORE_CHARS // 2)
         short = text.str.len_chars() <= SCORE_CHARS
         return quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)})).cast(pl.Float32)

@@ -1,5 +1,6 @@
 """`refinery refilter`: new quality thresholds on a finished output, as a fresh run gives."""
 
+import time
 from pathlib import Path
 
 import polars as pl
@@ -86,3 +87,43 @@ def test_gc_lists_then_removes_only_the_work_the_manifest_does_not_name(corpus, 
     for stage in ("ingest", "normalize", "exact_dedup", "minhash", "langid"):
         assert again["stages"][stage]["work"] == first["stages"][stage]["work"]
     assert read_shards(out).equals(shards)
+
+
+def stages_with_rows(out: Path) -> set[str]:
+    """The stages whose work directory still holds the rows of some finished partition."""
+    found = set()
+    for d in (out / "work").iterdir():
+        parts = [m.name.removesuffix(".stats.json") for m in d.glob("*.stats.json")]
+        if any((d / f"{p}.arrow").exists() for p in parts):
+            found.add(d.name.rsplit("-", 1)[0])
+    return found
+
+
+def test_released_work_is_computed_again_only_when_a_run_needs_it(corpus, tmp_path):
+    keep, lean = tmp_path / "keep", tmp_path / "lean"
+    lean_sets = [*SETS, "runner.keep_work=false"]
+    prepare(inputs=[str(corpus)], output=str(keep), config=load_config(sets=SETS))
+    first = prepare(inputs=[str(corpus)], output=str(lean), config=load_config(sets=lean_sets))
+    assert read_shards(lean).equals(read_shards(keep)) and ledger(lean).equals(ledger(keep))
+    # Left: the rows refilter starts from (langid's), the quality signals and the last stage's.
+    assert stages_with_rows(lean) == {"langid", "signals", "quality"}
+    assert not list((lean / "work").glob("minhash-*/*.keys.arrow"))
+    assert stages_with_rows(keep) >= {"ingest", "normalize", "exact_dedup", "minhash"}
+
+    # The same run again computes nothing, and refilter finds what it starts from.
+    again = prepare(inputs=[str(corpus)], output=str(lean), config=load_config(sets=lean_sets))
+    assert again["stages"] == first["stages"] | {
+        s: first["stages"][s] | {"seconds": again["stages"][s]["seconds"]} for s in first["stages"]
+    }
+    assert stages_with_rows(lean) == {"langid", "signals", "quality"}
+    refilter(output=str(lean), config=refilter_config(first["config"], NEW))
+
+    # A new MinHash threshold needs exact dedup's rows: they, and the rows they are made
+    # from, are computed again, to what a run that kept its work gives.
+    changed = ["minhash.threshold=0.7"]
+    prepare(inputs=[str(corpus)], output=str(keep), config=load_config(sets=SETS + changed))
+    started = time.time()
+    prepare(inputs=[str(corpus)], output=str(lean), config=load_config(sets=lean_sets + changed))
+    assert read_shards(lean).equals(read_shards(keep)) and ledger(lean).equals(ledger(keep))
+    remade = [m.stat().st_mtime > started for m in (lean / "work").glob("ingest-*/*.stats.json")]
+    assert remade and all(remade)
