@@ -22,6 +22,7 @@ from flows.config import load_config
 from flows.prepare import prepare
 from model.launch import free_port
 from shards.manifest import read_manifest
+from shards.storage import location
 from tests.conftest import SAMPLE
 from tests.flows.test_storage import SETS, digests
 
@@ -130,7 +131,7 @@ def test_a_cluster_sharing_only_object_storage_writes_what_threads_write(
     code = wait_for(run_on(cluster, inputs, url, tmp_path / "log"), tmp_path / "log")
     assert code == 0, (tmp_path / "log").read_text()[-3000:]
     assert digests(url) == threads_run
-    assert balanced(read_manifest(url))
+    assert balanced(read_manifest(location(url)))
 
 
 def test_a_worker_killed_mid_stage_leaves_the_same_output(cluster, inputs, threads_run, tmp_path):
@@ -152,5 +153,5 @@ def test_a_worker_killed_mid_stage_leaves_the_same_output(cluster, inputs, threa
     assert victim.poll() == -signal.SIGKILL, "the worker was not killed during the run"
     assert code == 0, log.read_text()[-3000:]
     assert digests(url) == threads_run
-    manifest = read_manifest(url)
+    manifest = read_manifest(location(url))
     assert balanced(manifest)
