@@ -59,6 +59,16 @@ def bucket_pairs(keys: np.ndarray, doc_keys: np.ndarray, refs: np.ndarray) -> np
     return np.stack([anchor[member], r[member]], axis=1)
 
 
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """The distinct rows of an (n, 2) array, sorted (a faster `np.unique(pairs, axis=0)`)."""
+    if len(pairs) < 2:
+        return pairs
+    ordered = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    new = np.ones(len(ordered), dtype=bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    return ordered[new]
+
+
 def query_pairs(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Every pair of a query document and another document in one of its buckets, as an LSH
     index's query finds them (`bucket_pairs` finds fewer: enough to connect each bucket).

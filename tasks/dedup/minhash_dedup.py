@@ -45,6 +45,7 @@ from tasks.dedup.minhash_cluster import (
     make_refs,
     pair_similarity,
     split_refs,
+    unique_pairs,
 )
 from tasks.dedup.minhash_sketch import signatures
 from tasks.filter.langid import LangIdConfig, identify, load_model
@@ -185,7 +186,9 @@ def range_pairs(
             keys, doc_key, refs = (np.concatenate(arrays) for arrays in zip(*held[b], strict=True))
             held[b] = []
             found.append(bucket_pairs(keys, doc_key, refs))
-    pairs = np.unique(np.concatenate(found), axis=0)
+        # A pair is found in most bands: keep each once before the next group's bands.
+        found = [unique_pairs(np.concatenate(found))]
+    pairs = found[0]
     sim = pair_similarity(pairs, SignatureStore.open(keys_files))
     keep = sim >= cfg.threshold if cfg.verify else np.ones(len(pairs), dtype=bool)
     return pl.DataFrame({"a": pairs[keep, 0], "b": pairs[keep, 1], "sim": sim[keep]})

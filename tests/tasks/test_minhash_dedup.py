@@ -19,6 +19,7 @@ from tasks.dedup.minhash_cluster import (
     make_refs,
     mapped_matrix,
     query_pairs,
+    unique_pairs,
 )
 from tasks.dedup.minhash_dedup import (
     ClusterInputs,
@@ -315,3 +316,11 @@ def test_a_cluster_split_over_ranges_is_joined_with_its_smallest_ref_as_label():
     assert dict(zip(nodes.tolist(), labels.tolist(), strict=True)) == {
         1: 1, 3: 1, 7: 1, 5: 5, 9: 5, 12: 5,
     }  # fmt: skip
+
+
+def test_unique_pairs_equal_numpys():
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, 2**63, (1000, 2), dtype=np.uint64)
+    pairs = np.concatenate([pairs, pairs[::3], pairs[:, ::-1]])  # repeats, and swapped pairs
+    assert np.array_equal(unique_pairs(pairs), np.unique(pairs, axis=0))
+    assert unique_pairs(pairs[:1]).shape == (1, 2) and unique_pairs(pairs[:0]).shape == (0, 2)
