@@ -9,9 +9,8 @@ Map, reduce, map: `select_sources` chooses the sources over the whole run; per p
 document is vetted (normalize, a chrF band against its source, language ID, quality);
 `find_near_duplicates` drops variants that near-duplicate another kept document; `augment`
 writes each partition's documents and surviving variants. The stage's stats count the variants
-as `added`, so in = the previous stage's kept + added. The settings are in
-`tasks.augment.config`, the models in `tasks.augment.backends`, the scores in
-`tasks.augment.metrics`.
+as `added`, so in = the previous stage's kept + added. Settings, models and scores are in
+`tasks.augment.config`, `tasks.augment.backends` and `tasks.augment.metrics`.
 """
 
 import threading
@@ -249,7 +248,6 @@ def _rewrite(batch: pl.DataFrame, cfg: AugmentConfig, lock: AbstractContextManag
 def _backend(cfg: AugmentConfig) -> Backend:
     with serial_imports():  # torch and spaCy, where a model runs
         from tasks.augment.backends import make_backend
-
     return make_backend(cfg)
 
 

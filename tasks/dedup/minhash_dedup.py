@@ -23,10 +23,8 @@ the cluster step holds the component maps, about 16 bytes per document in a clus
 """
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -35,7 +33,7 @@ from prefect import task
 from pydantic import BaseModel, Field, model_validator
 
 from shards.reader import read_frame, read_table
-from shards.schema import CLUSTER_SIZE, DOC_ID, LANG, TEXT
+from shards.schema import CLUSTER_SIZE, DOC_ID, TEXT
 from shards.workdir import StageDir
 from tasks.dedup.minhash_cluster import (
     SignatureStore,
@@ -47,15 +45,20 @@ from tasks.dedup.minhash_cluster import (
     split_refs,
     unique_pairs,
 )
+from tasks.dedup.minhash_members import (
+    ClusterInputs,
+    keeper_scores,
+    keepers,
+    per_partition,
+    same_language,
+)
 from tasks.dedup.minhash_sketch import signatures
-from tasks.filter.langid import LangIdConfig, identify, load_model
-from tasks.filter.quality import quality_score
+from tasks.filter.langid import LangIdConfig
 from tasks.lazy import serial_imports
 from tasks.partition import drop_found, keep_each, keep_once, read_kept, run_partitions
 from tasks.records import StageStats
 
 STAGE = "minhash"
-T = TypeVar("T")
 
 
 class MinhashConfig(BaseModel, frozen=True, extra="forbid"):
@@ -123,14 +126,6 @@ DUPLICATE = "minhash_duplicate"
 # (band key, anchor key and ref: 24 bytes per document and band).
 _BUCKET_BYTES = 512 << 20
 _HELD_PER_KEY = 24
-LANG_CHARS = 200  # enough text to tell two languages apart
-_LANG_CFG = LangIdConfig(segment_chars=LANG_CHARS, segment_max=LANG_CHARS, max_segments=1)
-# Pairs this similar share most of their wording: no translation does, so fastText is asked
-# only about the pairs below it.
-SURE_SAME_LANGUAGE = 0.8
-# Near-duplicates differ most in their headers and footers: score the first and last 300
-# characters, enough to tell a clean page from a boilerplate-laden copy.
-SCORE_CHARS = 600
 
 
 def doc_keys(doc_ids: pl.Series) -> np.ndarray:
@@ -197,84 +192,6 @@ def range_pairs(
 def column(table: pa.Table, name: str) -> np.ndarray:
     """One column as a numpy array (a view of a memory-mapped file where it can be)."""
     return table.column(name).to_numpy()
-
-
-def keepers(members: pl.DataFrame) -> pl.DataFrame:
-    """Choose each cluster's kept document: highest `score`, then smallest doc_id.
-
-    Args:
-        members: `ref`, `label` (cluster), doc_id, `weight` and `score` of cluster members.
-
-    Returns:
-        `ref`, `duplicate_of` (null for the kept one) and `cluster_size` (summed weights).
-    """
-    ranked = members.sort("label", pl.col("score"), DOC_ID, "ref",
-                          descending=[False, True, False, False])  # fmt: skip
-    return ranked.select(
-        "ref",
-        duplicate_of=pl.when(pl.int_range(pl.len()).over("label") > 0)
-        .then(pl.col(DOC_ID).first().over("label"))
-        .otherwise(None),
-        cluster_size=pl.col("weight").sum().over("label").cast(pl.UInt32),
-    )
-
-
-@dataclass(frozen=True)
-class ClusterInputs:
-    """Where the bucket and cluster steps read from, and the configs that choose kept
-    documents."""
-
-    src: StageDir
-    out: StageDir
-    parts: list[str]
-    langid: LangIdConfig
-
-
-def per_partition(
-    refs: np.ndarray, at: ClusterInputs, read: Callable[[str, pl.Series], T]
-) -> list[T]:
-    """`read(part, rows)` of the documents `refs` (sorted, not empty), one partition at a
-    time: concatenated, the results follow `refs`."""
-    part_of, row_of = split_refs(refs)
-    return [read(at.parts[p], pl.Series("row", row_of[part_of == p], pl.UInt32))
-            for p in np.unique(part_of)]  # fmt: skip
-
-
-def languages(refs: np.ndarray, at: ClusterInputs) -> pl.Series:
-    """fastText's language of each of the documents `refs` (sorted), from their opening."""
-    model = load_model(at.langid.model)
-
-    def read(part: str, rows: pl.Series) -> pl.Series:
-        text = read_kept(at.src, part, [TEXT])[rows][TEXT]
-        return identify(text, model, _LANG_CFG)[LANG]
-
-    return pl.concat(per_partition(refs, at, read))
-
-
-def keeper_scores(refs: np.ndarray, at: ClusterInputs) -> pl.Series:
-    """The quality score of each of the documents `refs` (sorted): the share of Gopher rules
-    their first and last `SCORE_CHARS // 2` characters pass."""
-
-    def read(part: str, rows: pl.Series) -> pl.Series:
-        text = read_kept(at.src, part, [TEXT])[rows][TEXT]
-        ends = text.str.head(SCORE_CHARS // 2) + "\n" + text.str.tail(SCORE_CHARS // 2)
-        short = text.str.len_chars() <= SCORE_CHARS
-        return quality_score(pl.DataFrame({TEXT: ends.zip_with(~short, text)})).cast(pl.Float32)
-
-    return pl.concat(per_partition(refs, at, read))
-
-
-def same_language(pairs: pl.DataFrame, at: ClusterInputs) -> pl.Series:
-    """Per pair: sure to be one language (similar enough), or labelled so by fastText."""
-    sure = pairs["sim"] >= SURE_SAME_LANGUAGE
-    ends = pairs.filter(~sure).select("a", "b").to_numpy()
-    if ends.size == 0:
-        return sure
-    check = np.unique(ends)
-    lang = languages(check, at)
-    a = lang.gather(np.searchsorted(check, pairs["a"].to_numpy()).clip(0, len(check) - 1))
-    b = lang.gather(np.searchsorted(check, pairs["b"].to_numpy()).clip(0, len(check) - 1))
-    return sure | (a == b).fill_null(False)
 
 
 COMPONENTS = {"ref": pl.UInt64, "label": pl.UInt64}

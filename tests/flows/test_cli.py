@@ -103,9 +103,11 @@ def test_more_reduce_ranges_give_the_same_shards(clean, tmp_path):
                       "--set", "runner.reduce_tasks=3")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list(out.glob("work/exact_dedup-*/duplicates-*-of-003.arrow"))) == 3
+    assert len(list(out.glob("work/minhash-*/components-*-of-003.arrow"))) == 3
     assert_same_shards(clean, out)
-    exact = ledger_rows(out, "exact_dedup")
-    assert exact.height > 0 and exact.equals(ledger_rows(clean, "exact_dedup"))
+    for stage in ("exact_dedup", "minhash"):
+        rows = ledger_rows(out, stage)
+        assert rows.height > 0 and rows.equals(ledger_rows(clean, stage)), stage
 
 
 @pytest.mark.slow
