@@ -47,7 +47,8 @@ def find_duplicates(keys: pl.DataFrame) -> pl.DataFrame:
         `part`, `row`, `duplicate_of` (the kept doc_id; null for the kept row itself) and
         `cluster_size` (the group's size) of every row in a group of two or more.
     """
-    ordered = keys.sort(DOC_ID, "part", "row")
+    # Most texts occur once: only the rows of a repeated text are sorted and grouped.
+    ordered = keys.filter(pl.col("digest").is_duplicated()).sort(DOC_ID, "part", "row")
     first = pl.int_range(pl.len()).over("digest") == 0
     return (
         ordered.with_columns(

@@ -23,6 +23,7 @@ the cluster step holds the component maps, about 16 bytes per document in a clus
 """
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -209,18 +210,34 @@ def range_components(
     return pl.DataFrame({"ref": nodes, "label": labels}, schema=COMPONENTS)
 
 
-def find_clusters(maps: pl.DataFrame, cfg: MinhashConfig, at: ClusterInputs) -> pl.DataFrame:
+def merge_components(maps: Iterable[pl.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """The components of the ranges' maps joined, one map at a time: each is merged into the
+    components so far, so only one map and one label per document are held at once.
+
+    Returns:
+        Every document in a map (sorted) and its label, the smallest ref it is joined to.
+    """
+    nodes = labels = np.empty(0, np.uint64)
+    for found in maps:
+        edges = [np.stack([nodes, labels], axis=1), found.select("ref", "label").to_numpy()]
+        nodes, labels = connected_components(np.concatenate(edges).astype(np.uint64))
+    return nodes, labels
+
+
+def find_clusters(
+    maps: Iterable[pl.DataFrame], cfg: MinhashConfig, at: ClusterInputs
+) -> pl.DataFrame:
     """`part`, `row`, `duplicate_of` and `cluster_size` of every member of a cluster, in
     partition and row order.
 
     Args:
-        maps: `ref`, `label` rows of every range's component map.
+        maps: `ref`, `label` rows of each range's component map.
     """
     schema = {"part": pl.String, "row": pl.UInt32, "duplicate_of": pl.String,
               CLUSTER_SIZE: pl.UInt32}  # fmt: skip
-    if maps.height == 0:
+    nodes, labels = merge_components(maps)
+    if len(nodes) == 0:
         return pl.DataFrame(schema=schema)
-    nodes, labels = connected_components(maps.select("ref", "label").to_numpy())
     meta = pl.concat(per_partition(
         nodes, at, lambda part, rows: read_frame(at.out.keys(part), [DOC_ID, "weight"])[rows]
     ))  # fmt: skip
@@ -262,8 +279,8 @@ def cluster_ranges(at: ClusterInputs, ranges: int, cfg: MinhashConfig) -> None:
     """Find the clusters of the whole run from the ranges' maps (once; `out.duplicates`)."""
 
     def clusters() -> pl.DataFrame:
-        maps = [read_frame(at.out.components_range(i, ranges)) for i in range(ranges)]
-        return find_clusters(pl.concat(maps), cfg, at)
+        maps = (read_frame(at.out.components_range(i, ranges)) for i in range(ranges))
+        return find_clusters(maps, cfg, at)
 
     keep_once(at.out.duplicates, clusters)
 

@@ -26,6 +26,7 @@ from tasks.dedup.minhash_dedup import (
     MinhashConfig,
     bucket_range,
     cluster_ranges,
+    merge_components,
     minhash_dedup,
     sign_partitions,
 )
@@ -311,8 +312,9 @@ def test_any_number_of_hash_ranges_gives_the_same_clusters_and_keepers(tmp_path,
 
 def test_a_cluster_split_over_ranges_is_joined_with_its_smallest_ref_as_label():
     # Range 0 joined 5-9 and 1-3, range 1 joined 9-12 and 3-7: one map each.
-    maps = pl.DataFrame({"ref": [1, 3, 5, 9, 3, 7, 9, 12], "label": [1, 1, 5, 5, 3, 3, 9, 9]})
-    nodes, labels = connected_components(maps.to_numpy().astype(np.uint64))
+    maps = [pl.DataFrame({"ref": [1, 3, 5, 9], "label": [1, 1, 5, 5]}),
+            pl.DataFrame({"ref": [3, 7, 9, 12], "label": [3, 3, 9, 9]})]  # fmt: skip
+    nodes, labels = merge_components(iter(maps))
     assert dict(zip(nodes.tolist(), labels.tolist(), strict=True)) == {
         1: 1, 3: 1, 7: 1, 5: 5, 9: 5, 12: 5,
     }  # fmt: skip
