@@ -17,7 +17,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test test-crash lint format s3 server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment bench-orchestration bench-e2e calibrate-quality clean help
+.PHONY: setup shards pretrain test test-crash lint format s3 server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment bench-orchestration bench-e2e bench-scale calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
@@ -38,6 +38,7 @@ help:
 	@echo "make bench-augment augment stage cost per 1,000 documents on CPU (tiny random models)"
 	@echo "make bench-orchestration  prepare's wall time, memory and Prefect database by partition count"
 	@echo "make bench-e2e  prepare end to end against datatrove's FineWeb pipeline on the same WARC files"
+	@echo "make bench-scale  dedup reduce steps at 1M and 10M documents, then the constants and the 1 TB / 100 TB projection"
 	@echo "make calibrate-quality  recompute the zh/ja quality thresholds"
 
 setup: $(STAMP)
@@ -121,12 +122,19 @@ $(BENCH_STAMP): bench/requirements-bench.txt
 	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements-bench.txt
 	touch $(BENCH_STAMP)
 
-# DEDUP_DOCS: corpus sizes; SCALE_DOCS: signature counts for the bucket and cluster scale run.
+# DEDUP_DOCS: corpus sizes of the side-by-side run.
 DEDUP_DOCS ?= 10000 100000
-SCALE_DOCS ?= 250000 500000 1000000
 bench-dedup: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/dedup.py $(foreach n,$(DEDUP_DOCS),--docs $(n))
-	$(BIN)/python bench/dedup_scale.py --docs $(SCALE_DOCS)
+
+# The dedup reduce steps on SCALE_DOCS generated keys in SCALE_RANGES hash ranges (about 10
+# minutes and 9 GB of disk at 10M), then bench/at_scale.py: three `prepare` runs of the e2e
+# WARC files on one core, the constants of a large run and its projection to 1 and 100 TB.
+SCALE_DOCS ?= 1000000 10000000
+SCALE_RANGES ?= 1 8
+bench-scale: $(STAMP)
+	$(BIN)/python bench/dedup_scale.py --docs $(SCALE_DOCS) --ranges $(SCALE_RANGES)
+	$(BIN)/python bench/at_scale.py
 
 # The labelled texts are in bench/data (sources and licences in bench/data/NOTICE).
 bench-langid: $(STAMP)

@@ -12,9 +12,10 @@
    default) and off.
 3. **Orchestration per partition.** The same run with `ingest.partition_bytes` small enough
    for about 150 partitions: the extra seconds per extra partition.
-4. **Reduce memory.** bench/dedup_scale.py's results (data/bench/dedup/scale.json), when it has
-   been run: the largest bucket task's anonymous memory per million documents at each K, the
-   cluster step's per million documents in clusters.
+4. **Reduce memory.** From bench/dedup_scale.py's results (data/bench/dedup/scale.json), when
+   it has been run: per million documents, the growth of the largest exact-dedup task's
+   memory and of the cluster step's (per million documents in clusters) between its two
+   sizes; the largest bucket task's peak; the keys files' bytes per document.
 
 Then the projection: the same costs for 1 TB and 100 TB of WARC on 64 and 1,024 cores, at
 pages per WARC byte as in the corpus (about Common Crawl's: 2.6 billion pages in about 90 TB).
@@ -71,23 +72,31 @@ def one_run(warcs: Path, out: Path, sets: list[str]) -> dict:
 
 
 def reduce_constants() -> dict | None:
-    """Reduce memory and time per million documents from bench/dedup_scale.py's results."""
+    """Reduce memory and time per million documents from bench/dedup_scale.py's results: the
+    slope between its two largest sizes at each K (so the fixed ~130 MB of a Python process
+    with its libraries is left out), and its keys bytes per document."""
     if not SCALE.exists():
         return None
     rows = json.loads(SCALE.read_text())
-    largest = max(r["docs"] for r in rows)
+    sizes = sorted({r["docs"] for r in rows})[-2:]
+    if len(sizes) < 2:
+        return None
     found = {}
-    for r in (r for r in rows if r["docs"] == largest):
-        millions = r["docs"] / 1e6
-        clustered = r["duplicates_found"] * 2 / 1e6  # a copy and its source, about
-        found[r["ranges"]] = {
-            "docs": r["docs"],
-            "bucket_task_anon_mb_per_m_docs": round(r["bucket_task_anon_mb_max"] / millions, 1),
-            "bucket_core_s_per_m_docs": round(r["bucket_s"] / millions, 2),
-            "cluster_anon_mb_per_m_clustered": round(r["cluster_anon_mb"] / clustered, 1),
-            "cluster_s_per_m_docs": round(r["cluster_s"] / millions, 2),
-            "exact_task_anon_mb_per_m_docs": round(r["exact_task_anon_mb_max"] / millions, 1),
-            "exact_core_s_per_m_docs": round(r["exact_s"] / millions, 2),
+    for ranges in sorted({r["ranges"] for r in rows}):
+        small, large = (next(r for r in rows if r["docs"] == n and r["ranges"] == ranges)
+                        for n in sizes)  # fmt: skip
+        docs_m = (large["docs"] - small["docs"]) / 1e6
+        clustered_m = 2 * (large["duplicates_found"] - small["duplicates_found"]) / 1e6
+
+        def slope(key: str, per: float, a: dict = small, b: dict = large) -> float:
+            return round((b[key] - a[key]) / per, 1)
+
+        found[ranges] = {
+            "bucket_task_peak_anon_mb": large["bucket_task_anon_mb_max"],
+            "bucket_core_s_per_m_docs": round(large["bucket_s"] / (large["docs"] / 1e6), 2),
+            "cluster_anon_mb_per_m_clustered": slope("cluster_anon_mb", clustered_m),
+            "exact_task_anon_mb_per_m_docs": slope("exact_task_anon_mb_max", docs_m / ranges),
+            "keys_bytes_per_doc": round(large["keys_files_mb"] * 1e6 / large["docs"]),
         }
     return found
 
@@ -122,42 +131,37 @@ def constants(base: dict, lean: dict, many: dict, reduce: dict | None) -> dict:
 
 
 def projection(c: dict) -> list[dict]:
-    """Core-hours, hours on N cores and bytes for 1 TB and 100 TB of gzipped WARC."""
+    """Core-hours, hours on N cores (perfect scaling assumed), bytes written and reduce costs
+    for 1 TB and 100 TB of gzipped WARC, every page taken to reach the dedup steps."""
     rows = []
+    reduce = c["reduce"] or {}
+    k8 = reduce.get(max(reduce)) if reduce else None
     for tb in (1, 100):
         mb = tb * 1e6
         pages = mb * c["pages_per_warc_mb"]
         partitions = mb * MB / PARTITION
-        core_h = (
-            mb * c["stage_core_s_per_warc_mb"] + partitions * c["orchestration_s_per_partition"]
-        ) / 3600
+        cpu_s = mb * c["stage_core_s_per_warc_mb"] + partitions * c["orchestration_s_per_partition"]
         for cores in (64, 1024):
             row = {
                 "warc_tb": tb,
                 "cores": cores,
                 "pages_m": round(pages / 1e6),
                 "partitions": round(partitions),
-                "core_hours": round(core_h),
-                "hours": round(core_h / cores, 1),
+                "core_hours": round(cpu_s / 3600),
+                "hours": round(cpu_s / 3600 / cores, 1),
                 "written_tb": round(tb * c["written_per_input_byte"], 1),
-                "left_tb_without_keep_work": round(
-                    tb * c["kept_per_input_byte_without_keep_work"], 1
-                ),
+                "left_tb": round(tb * c["kept_per_input_byte_without_keep_work"], 1),
             }
-            reduce = c["reduce"] or {}
-            ranges = max(reduce) if reduce else None
-            if ranges:
-                per = reduce[ranges]
-                # K = cores: each bucket task holds 1/K of the keys of the documents left
-                # after exact dedup (about all of them, at the corpus's share).
-                row["bucket_task_gb"] = round(
-                    per["bucket_task_anon_mb_per_m_docs"] * ranges / cores * pages / 1e6 / 1e3, 1
-                )
+            if k8:
+                # K = cores ranges: each exact task holds 1/K of the keys; every bucket task
+                # reads every keys file (holding at most 512 MB of keys at a time); the
+                # cluster step holds a label per clustered document (30 % of pages, say).
                 row["exact_task_gb"] = round(
-                    per["exact_task_anon_mb_per_m_docs"] * ranges / cores * pages / 1e6 / 1e3, 1
+                    k8["exact_task_anon_mb_per_m_docs"] * pages / 1e6 / cores / 1e3, 1
                 )
-                row["cluster_step_gb_at_30pct_clustered"] = round(
-                    per["cluster_anon_mb_per_m_clustered"] * 0.3 * pages / 1e6 / 1e3, 1
+                row["bucket_reads_tb"] = round(k8["keys_bytes_per_doc"] * pages * cores / 1e12)
+                row["cluster_step_gb"] = round(
+                    k8["cluster_anon_mb_per_m_clustered"] * 0.3 * pages / 1e6 / 1e3
                 )
             rows.append(row)
     return rows
@@ -177,7 +181,13 @@ def main() -> None:
         for name, sets in (
             ("base", []),
             ("lean", ["runner.keep_work=false"]),
-            ("many", [f"ingest.partition_bytes={SMALL_PARTITION}"]),
+            (
+                "many",
+                [
+                    f"ingest.partition_bytes={SMALL_PARTITION}",
+                    f"ingest.min_piece_bytes={SMALL_PARTITION // 2}",
+                ],
+            ),
         ):
             runs[name] = one_run(warcs, Path(tmp) / name, sets)
             print(name, json.dumps({k: runs[name][k] for k in ("wall_s", "cpu_s", "partitions")}),
@@ -186,15 +196,14 @@ def main() -> None:
     found = constants(runs["base"], runs["lean"], runs["many"], reduce_constants())
     rows = projection(found)
     print(json.dumps(found, indent=2))
-    print(
-        "\n| WARC | cores | pages | partitions | core-hours | hours | written | left, keep_work "
-        "off | bucket task | cluster step |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
+    print("\n| WARC | cores | pages | partitions | core-hours | hours | written | left, keep_work "
+          "off | exact task | keys read by bucket tasks | cluster step |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     for r in rows:
         print(f"| {r['warc_tb']} TB | {r['cores']:,} | {r['pages_m']:,} M | {r['partitions']:,} | "
-              f"{r['core_hours']:,} | {r['hours']} | {r['written_tb']} TB | "
-              f"{r['left_tb_without_keep_work']} TB | {r.get('bucket_task_gb', '-')} GB | "
-              f"{r.get('cluster_step_gb_at_30pct_clustered', '-')} GB |")  # fmt: skip
+              f"{r['core_hours']:,} | {r['hours']} | {r['written_tb']} TB | {r['left_tb']} TB | "
+              f"{r.get('exact_task_gb', '-')} GB | {r.get('bucket_reads_tb', '-')} TB | "
+              f"{r.get('cluster_step_gb', '-')} GB |")  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"runs": runs, "constants": found, "projection": rows},
                                     indent=2) + "\n")  # fmt: skip

@@ -55,20 +55,22 @@ def write_signatures(out: StageDir, n_docs: int, seed: int = 0) -> list[str]:
         sigs[copies] = np.where(changed, sigs[copies] ^ 1, sigs[src])
         keys = band_keys(sigs, bands, rows)
         ids = pl.Series([f"s{start + i:09d}" for i in range(n)])
+        doc_key = near.doc_keys(ids)
         table = pa.table(
             {
                 "doc_id": ids.to_arrow(),
-                "doc_key": pa.array(near.doc_keys(ids)),
+                "doc_key": pa.array(doc_key),
                 "weight": pa.array(np.ones(n, np.uint32)),
                 "empty": pa.array(np.zeros(n, bool)),
                 "signature": pa.FixedSizeListArray.from_arrays(
                     pa.array(sigs.ravel()), CFG.num_perm
                 ),
-                **{f"band{b:03d}": pa.array(keys[:, b]) for b in range(bands)},
             }
         )
         names.append(f"p{start // PART:05d}")
         write_table(table, out.keys(names[-1]), compression=None)
+        entries = near.band_entries(keys, np.ones(n, bool), doc_key)
+        write_table(entries, out.bands(names[-1]), compression=None)
         digest = rng.integers(0, 2**63, (n, 2), dtype=np.uint64)
         digest[copies] = digest[src]  # the same copies, exact this time
         digests = pl.DataFrame(digest, ["a", "b"], orient="row").to_struct("digest")
@@ -171,6 +173,7 @@ def reduce(root: Path, ranges: int) -> dict:
         "cluster_anon_mb": cluster["peak_anon_mb"],
         "us_per_doc": round(total / n_docs * 1e6, 2),
         "keys_files_mb": round(sum(at.out.keys(n).stat().st_size for n in at.parts) / 1e6, 1),
+        "bands_files_mb": round(sum(at.out.bands(n).stat().st_size for n in at.parts) / 1e6, 1),
         "duplicates_found": int(found["duplicate_of"].is_not_null().sum()),
         "exact_s": round(sum(t["s"] for t in exact), 2),
         "exact_task_anon_mb_max": max(t["peak_anon_mb"] for t in exact[:-1]),

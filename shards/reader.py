@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -27,6 +28,56 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
         fields = sorted(names.index(c) for c in columns)
         table = ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=fields))
         return table.read_all().select(columns)
+
+
+SORTED_BY = b"refinery.sorted_by"  # schema metadata of a table sorted by one uint64 column
+BATCH_FIRSTS = b"refinery.batch_firsts"  # and the first value of each of its record batches
+SORTED_ROWS = b"refinery.rows"
+
+
+def sorted_rows(path: Path) -> int:
+    """The number of rows of a `sorted_table` file (its footer only is read)."""
+    with open_file(path) as source:
+        return int(ipc.open_file(source).schema.metadata[SORTED_ROWS])
+
+
+def sorted_table(table: pa.Table, column: str, batch_rows: int = 1 << 16) -> pa.Table:
+    """`table` (sorted by the uint64 `column`) in record batches of `batch_rows`, with each
+    batch's first value in its schema, so `read_key_range` reads only the batches a range
+    needs."""
+    batches = table.combine_chunks().to_batches(max_chunksize=batch_rows)
+    firsts = np.array([b.column(column)[0].as_py() for b in batches if b.num_rows], np.uint64)
+    meta = {SORTED_BY: column.encode(), BATCH_FIRSTS: firsts.tobytes(),
+            SORTED_ROWS: str(table.num_rows).encode()}  # fmt: skip
+    return pa.Table.from_batches(batches, table.schema).replace_schema_metadata(meta)
+
+
+def read_key_range(path: Path, lo: int, hi: int, columns: list[str]) -> pa.Table:
+    """The rows of a `sorted_table` file whose key is in [lo, hi) (hi up to 2**64), only
+    `columns` (the key column among them): locally from the memory-mapped file, from object
+    storage only the record batches the range overlaps."""
+    with open_file(path) as source:
+        reader = ipc.open_file(source)
+        meta = reader.schema.metadata
+        key = meta[SORTED_BY].decode()
+        firsts = np.frombuffer(meta[BATCH_FIRSTS], np.uint64)
+        if is_remote(path):
+            fields = sorted(reader.schema.names.index(c) for c in columns)
+            options = ipc.IpcReadOptions(included_fields=fields)
+            reader = ipc.open_file(source, options=options)
+        # batch j holds keys from firsts[j] to firsts[j + 1] (both may repeat at its ends)
+        first = max(0, int(np.searchsorted(firsts, np.uint64(lo), "left")) - 1)
+        last = int(np.searchsorted(firsts, np.uint64(min(hi, 2**64 - 1)), "left"))
+        if hi > 2**64 - 1:
+            last = len(firsts)
+        batches = [reader.get_batch(j) for j in range(first, last)]
+    table = pa.Table.from_batches(batches, reader.schema).select(columns) if batches else None
+    if table is None or table.num_rows == 0:
+        return pa.Table.from_batches([], reader.schema).select(columns)
+    keys = table.column(key).to_numpy()
+    start = int(np.searchsorted(keys, np.uint64(lo), "left"))
+    end = len(keys) if hi > 2**64 - 1 else int(np.searchsorted(keys, np.uint64(hi), "left"))
+    return table.slice(start, end - start)
 
 
 def read_frame(path: Path, columns: list[str] | None = None) -> pl.DataFrame:

@@ -178,6 +178,11 @@ class StageDir:
         MinHash signatures and band keys, uncompressed so they can be memory-mapped)."""
         return self._file(part, ".keys.arrow")
 
+    def bands(self, part: str) -> Path:
+        """MinHash's LSH band keys of partition `part`: one entry (key, band, row, doc_key)
+        per document and band, sorted by key, so any hash range is one slice of it."""
+        return self._file(part, ".bands.arrow")
+
     def duplicates_range(self, index: int, ranges: int) -> Path:
         """The duplicates found in hash range `index` of `ranges` (`duplicates` joins them)."""
         return self.path / f"duplicates-{index:03d}-of-{ranges:03d}.arrow"
@@ -228,7 +233,7 @@ class StageDir:
         stage: what the next stages no longer read once they have finished. The ledger, the
         stats and the run's duplicates stay."""
         for part in parts:
-            for path in (self.kept(part), self.keys(part)):
+            for path in (self.kept(part), self.keys(part), self.bands(part)):
                 path.unlink(missing_ok=True)
         for pattern in ("duplicates-*-of-*.arrow", "components-*-of-*.arrow"):
             for path in self.path.glob(pattern):

@@ -22,7 +22,12 @@ _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 def make_refs(part_index: int, n_rows: int) -> np.ndarray:
     """The refs of rows 0..n_rows-1 of partition `part_index`."""
-    return (np.uint64(part_index) << _ROW_BITS) | np.arange(n_rows, dtype=np.uint64)
+    return refs_of(part_index, np.arange(n_rows, dtype=np.uint64))
+
+
+def refs_of(part_index: int, rows: np.ndarray) -> np.ndarray:
+    """The refs of rows `rows` of partition `part_index`."""
+    return (np.uint64(part_index) << _ROW_BITS) | rows.astype(np.uint64)
 
 
 def split_refs(refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,8 @@ the cluster step holds the component maps, about 16 bytes per document in a clus
 """
 
 import functools
+import itertools
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -33,7 +35,7 @@ import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, Field, model_validator
 
-from shards.reader import read_frame, read_table
+from shards.reader import read_frame, read_key_range, read_table, sorted_rows, sorted_table
 from shards.schema import CLUSTER_SIZE, DOC_ID, TEXT
 from shards.workdir import StageDir
 from tasks.dedup.minhash_cluster import (
@@ -41,8 +43,9 @@ from tasks.dedup.minhash_cluster import (
     band_keys,
     bucket_pairs,
     connected_components,
-    make_refs,
+    mapped_matrix,
     pair_similarity,
+    refs_of,
     split_refs,
     unique_pairs,
 )
@@ -123,10 +126,11 @@ def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, i
 
 
 DUPLICATE = "minhash_duplicate"
-# A bucket task holds the keys of its range for this many bytes' worth of bands at a time
-# (band key, anchor key and ref: 24 bytes per document and band).
+# A bucket task holds this many bytes of its range's band entries at a time (key, band, row
+# and anchor key as read, with the ref made from the row: 30 bytes an entry).
 _BUCKET_BYTES = 512 << 20
-_HELD_PER_KEY = 24
+_HELD_PER_ENTRY = 30
+_MIN_PIECE_ENTRIES = 4096  # fewer is not worth a read of every partition's footer
 
 
 def doc_keys(doc_ids: pl.Series) -> np.ndarray:
@@ -135,10 +139,8 @@ def doc_keys(doc_ids: pl.Series) -> np.ndarray:
 
 
 def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
-    """Signatures, band keys and keeper inputs of one partition's rows."""
+    """Signatures and keeper inputs of one partition's rows (its band keys: `band_entries`)."""
     sigs = signatures(df[TEXT].to_arrow(), cfg.num_perm, cfg.seed, cfg.ngram, cfg.char_ngram)
-    bands, rows = cfg.lsh_params()
-    keys = band_keys(sigs, bands, rows)
     weight = df[CLUSTER_SIZE] if CLUSTER_SIZE in df.columns else pl.repeat(1, df.height, eager=True)
     columns = {
         DOC_ID: df[DOC_ID].to_arrow(),
@@ -147,42 +149,68 @@ def sign(df: pl.DataFrame, cfg: MinhashConfig) -> pa.Table:
         "empty": pa.array((sigs == np.uint32(0xFFFFFFFF)).all(axis=1)),
         "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), cfg.num_perm),
     }
-    columns |= {f"band{b:03d}": pa.array(keys[:, b]) for b in range(bands)}
     return pa.table(columns)
 
 
+def band_entries(keys: np.ndarray, signed: np.ndarray, doc_key: np.ndarray) -> pa.Table:
+    """One entry per signed document and band (`key`, `band`, `row`, `doc_key`), sorted by
+    key: a hash range of keys is then one slice of a partition's entries, whatever the
+    number of ranges, and a reduce task reads only its own."""
+    rows = np.flatnonzero(signed).astype(np.uint32)
+    n_bands = keys.shape[1]
+    key = keys[rows].ravel()  # document by document, band by band
+    band = np.tile(np.arange(n_bands, dtype=np.uint16), len(rows))
+    row = np.repeat(rows, n_bands)
+    order = np.lexsort((row, band, key))
+    table = pa.table({"key": key[order], "band": band[order], "row": row[order],
+                      "doc_key": doc_key[row[order]]})  # fmt: skip
+    return sorted_table(table, "key")
+
+
+def entries_of(keys_file: Path, cfg: MinhashConfig) -> pa.Table:
+    """The band entries of a partition, from the signatures of its keys file."""
+    table = read_table(keys_file, ["doc_key", "empty", "signature"])
+    sigs = mapped_matrix(keys_file, "signature")
+    keys = band_keys(sigs, *cfg.lsh_params())
+    return band_entries(keys, ~column(table, "empty"), column(table, "doc_key"))
+
+
+def key_range(index: int, ranges: int) -> tuple[int, int]:
+    """Hash range `index` of `ranges`: band keys from `lo` up to `hi` (2**64 for the last)."""
+    return -(-index * 2**64 // ranges), -(-(index + 1) * 2**64 // ranges)
+
+
 def range_pairs(
-    keys_files: list[Path], index: int, ranges: int, cfg: MinhashConfig
+    keys_files: list[Path], bands_files: list[Path], index: int, ranges: int, cfg: MinhashConfig
 ) -> pl.DataFrame:
     """Candidate pairs (refs `a`, `b`) of every band's buckets whose key is in hash range
     `index` of `ranges`, with their estimated similarity `sim`; those below the threshold are
     left out unless `cfg.verify` is off.
 
-    Of each file only the range's keys are kept, for as many bands at a time as fit in
-    `_BUCKET_BYTES` (all of them once the ranges are small enough): the files are read once
-    per group of bands.
+    Each partition's entries of the range are one slice of its bands file. The range is
+    taken in as many pieces as keep the entries held under `_BUCKET_BYTES`; a bucket (one
+    key of one band) lies in one piece.
     """
-    names = [f"band{b:03d}" for b in range(cfg.lsh_params()[0])]
-    n_docs = sum(read_table(path, ["empty"]).num_rows for path in keys_files)
-    per_band = _HELD_PER_KEY * n_docs / ranges
-    step = max(1, min(len(names), int(_BUCKET_BYTES // max(per_band, 1))))
+    if not bands_files:
+        return pl.DataFrame(schema={"a": pl.UInt64, "b": pl.UInt64, "sim": pl.Float32})
+    lo, hi = key_range(index, ranges)
+    expected = sum(sorted_rows(p) for p in bands_files) * (hi - lo) / 2**64
+    pieces = max(1, min(math.ceil(expected * _HELD_PER_ENTRY / _BUCKET_BYTES),
+                        math.ceil(expected / _MIN_PIECE_ENTRIES)))  # fmt: skip
     found = [np.empty((0, 2), np.uint64)]
-    for lo in range(0, len(names) if n_docs else 0, step):
-        group = names[lo : lo + step]
-        held: list[list[tuple[np.ndarray, ...]]] = [[] for _ in group]  # per band, per file
-        for i, path in enumerate(keys_files):
-            table = read_table(path, ["doc_key", "empty", *group])  # memory-mapped locally
-            refs, doc_key = make_refs(i, table.num_rows), column(table, "doc_key")
-            signed = ~column(table, "empty")
-            for b, name in enumerate(group):
-                keys = column(table, name)
-                sel = signed & (keys % np.uint64(ranges) == np.uint64(index))
-                held[b].append((keys[sel], doc_key[sel], refs[sel]))
-        for b in range(len(group)):
-            keys, doc_key, refs = (np.concatenate(arrays) for arrays in zip(*held[b], strict=True))
-            held[b] = []
-            found.append(bucket_pairs(keys, doc_key, refs))
-        # A pair is found in most bands: keep each once before the next group's bands.
+    for k in range(pieces):
+        a, b = lo + (hi - lo) * k // pieces, lo + (hi - lo) * (k + 1) // pieces
+        tables = [read_key_range(p, a, b, ["key", "band", "row", "doc_key"]) for p in bands_files]
+        key, band, doc_key = (
+            np.concatenate([column(t, c) for t in tables]) for c in ("key", "band", "doc_key")
+        )
+        refs = np.concatenate([refs_of(i, column(t, "row")) for i, t in enumerate(tables)])
+        by_band = np.argsort(band, kind="stable")  # a radix sort: then one slice per band
+        ends = np.searchsorted(band[by_band], np.arange(band.max(initial=0) + 2))
+        for lo_i, hi_i in itertools.pairwise(ends.tolist()):
+            one = by_band[lo_i:hi_i]
+            found.append(bucket_pairs(key[one], doc_key[one], refs[one]))
+        # A pair is found in most bands: keep each once before the next piece.
         found = [unique_pairs(np.concatenate(found))]
     pairs = found[0]
     sim = pair_similarity(pairs, SignatureStore.open(keys_files))
@@ -203,7 +231,8 @@ def range_components(
 ) -> pl.DataFrame:
     """`ref` and `label` (the smallest ref it is joined to) of every document in a pair of
     hash range `index` of `ranges` that passes verification and the language check."""
-    pairs = range_pairs([at.out.keys(p) for p in at.parts], index, ranges, cfg)
+    keys, bands = [at.out.keys(p) for p in at.parts], [at.out.bands(p) for p in at.parts]
+    pairs = range_pairs(keys, bands, index, ranges, cfg)
     if cfg.same_language and pairs.height:
         pairs = pairs.filter(same_language(pairs, at))
     nodes, labels = connected_components(pairs.select("a", "b").to_numpy().astype(np.uint64))
@@ -262,9 +291,11 @@ def find_clusters(
 
 @task(name="minhash_signatures")
 def sign_partitions(parts: list[str], src: StageDir, out: StageDir, cfg: MinhashConfig) -> None:
-    """Write the signatures and band keys of each partition of `parts`."""
+    """Write the signatures, then the band entries, of each partition of `parts`."""
     reads = [functools.partial(read_kept, src, part) for part in parts]
     keep_each([out.keys(part) for part in parts], reads, lambda df: sign(df, cfg), None)
+    for part in parts:
+        keep_once(out.bands(part), functools.partial(entries_of, out.keys(part), cfg), None)
 
 
 @task(name="minhash_buckets")

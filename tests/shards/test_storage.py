@@ -1,14 +1,16 @@
 """Files at fsspec URLs: the same writes and reads as on a local disk, each object whole."""
 
 import hashlib
+import itertools
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from upath import UPath
 
-from shards.reader import read_table
+from shards.reader import read_key_range, read_table, sorted_rows, sorted_table
 from shards.storage import StorageError, check_writable, is_remote, location
 from shards.writer import ShardWriter, atomic_path, write_json, write_table
 
@@ -64,3 +66,19 @@ def test_check_writable_names_an_output_it_cannot_write(root, tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(StorageError, match=str(tmp_path / "file" / "out")):
         check_writable(tmp_path / "file" / "out")
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_a_key_range_of_a_sorted_file_is_read_alone(where, tmp_path, root):
+    rng = np.random.default_rng(0)
+    keys = np.sort(np.concatenate([rng.integers(0, 2**64, 5000, dtype=np.uint64),
+                                   np.full(300, 2**63, np.uint64)]))  # fmt: skip
+    table = sorted_table(pa.table({"key": keys, "row": np.arange(len(keys))}), "key", 256)
+    path = (tmp_path if where == "local" else root) / "sorted.arrow"
+    write_table(table, path, compression=None)
+    assert sorted_rows(path) == len(keys)
+    bounds = [0, 2**62, 2**63, 2**63 + 1, 2**64 - 5, 2**64]  # a repeated key spans batches
+    for lo, hi in itertools.pairwise(bounds):
+        found = read_key_range(path, lo, hi, ["key", "row"]).column("row").to_numpy()
+        expected = np.flatnonzero((keys >= np.uint64(lo)) & (keys <= np.uint64(hi - 1)))
+        assert np.array_equal(found, expected), (lo, hi)
