@@ -4,22 +4,23 @@ In: doc_id, text (and `cluster_size` from exact dedup). Out: the same rows, less
 near-duplicates (dropped with `duplicate_of`), and `cluster_size`: how many input documents
 the kept one stands for, so a trainer can re-weight duplicated content later.
 
-1. sign (map, per partition): MinHash signatures (`tasks/dedup/minhash_sketch.py`) and LSH band
-   keys, written uncompressed (`StageDir.keys`) so later steps memory-map them.
-2. buckets (reduce, one task per hash range of band keys): the buckets of every band whose
+1. sign (map, per partition): MinHash signatures (`tasks/dedup/minhash_sketch.py`), written
+   uncompressed (`StageDir.keys`) so later steps memory-map them; then the LSH band keys as
+   entries sorted by key (`StageDir.bands`), so that any range of keys is one slice.
+2. buckets (reduce, one task per range of band-key values): the buckets of every band whose
    key falls in the task's range give candidate pairs, verified against the threshold by
    estimated Jaccard (`tasks/dedup/minhash_cluster.py`). Pairs whose documents fastText puts
    in different languages are translations, not duplicates, and are dropped (only pairs
    under 0.8 similarity are checked). Connected components over the range's pairs are
    written as a component map (each document and the smallest ref it is joined to).
-3. cluster (reduce, once): connected components over the ranges' maps are the clusters:
-   the same whatever the number of ranges, since a bucket lies in one range. The kept
-   document of each is the one with the highest quality score (the share of Gopher rules its
-   first and last 300 characters pass), then the smallest doc_id. Only the text of documents
-   in clusters is read, one partition at a time, and only their scores are held.
+3. cluster (reduce, once): the ranges' maps, merged one at a time, give the clusters: the
+   same whatever the number of ranges, since a bucket lies in one range. The kept document
+   of each is the one with the highest quality score (the share of Gopher rules its first and
+   last 300 characters pass), then the smallest doc_id (`tasks/dedup/minhash_members.py`).
+   Only the text of documents in clusters is read, one partition at a time.
 4. filter (map, per partition): drop the others with `duplicate_of`.
-No step holds the run's text; each bucket task holds 1/K of the band keys (K ranges), and
-the cluster step holds the component maps, about 16 bytes per document in a cluster.
+No step holds the run's text. A bucket task reads only its range's entries, at most 512 MB of
+them at a time; the cluster step holds a label per document in a cluster.
 """
 
 import functools
