@@ -73,9 +73,8 @@ def write_signatures(out: StageDir, n_docs: int, seed: int = 0) -> list[str]:
         write_table(entries, out.bands(names[-1]), compression=None)
         digest = rng.integers(0, 2**63, (n, 2), dtype=np.uint64)
         digest[copies] = digest[src]  # the same copies, exact this time
-        digests = pl.DataFrame(digest, ["a", "b"], orient="row").to_struct("digest")
-        content = pl.DataFrame({"doc_id": ids, "digest": digests})
-        write_table(content.to_arrow(), exact_dir(out).keys(names[-1]))
+        content = pa.table({"doc_id": ids.to_arrow(), "a": digest[:, 0], "b": digest[:, 1]})
+        write_table(exact_dedup.by_digest(content), exact_dir(out).keys(names[-1]))
     return names
 
 

@@ -47,9 +47,15 @@ def sorted_table(table: pa.Table, column: str, batch_rows: int = 1 << 16) -> pa.
     needs."""
     batches = table.combine_chunks().to_batches(max_chunksize=batch_rows)
     firsts = np.array([b.column(column)[0].as_py() for b in batches if b.num_rows], np.uint64)
-    meta = {SORTED_BY: column.encode(), BATCH_FIRSTS: firsts.tobytes(),
+    meta = {SORTED_BY: column.encode(), BATCH_FIRSTS: firsts.tobytes().hex().encode(),
             SORTED_ROWS: str(table.num_rows).encode()}  # fmt: skip
     return pa.Table.from_batches(batches, table.schema).replace_schema_metadata(meta)
+
+
+def key_range(index: int, ranges: int) -> tuple[int, int]:
+    """Range `index` of `ranges` equal ranges of uint64 values: from `lo` up to `hi` (2**64
+    for the last)."""
+    return -(-index * 2**64 // ranges), -(-(index + 1) * 2**64 // ranges)
 
 
 def read_key_range(path: Path, lo: int, hi: int, columns: list[str]) -> pa.Table:
@@ -60,7 +66,7 @@ def read_key_range(path: Path, lo: int, hi: int, columns: list[str]) -> pa.Table
         reader = ipc.open_file(source)
         meta = reader.schema.metadata
         key = meta[SORTED_BY].decode()
-        firsts = np.frombuffer(meta[BATCH_FIRSTS], np.uint64)
+        firsts = np.frombuffer(bytes.fromhex(meta[BATCH_FIRSTS].decode()), np.uint64)
         if is_remote(path):
             fields = sorted(reader.schema.names.index(c) for c in columns)
             options = ipc.IpcReadOptions(included_fields=fields)
@@ -71,9 +77,10 @@ def read_key_range(path: Path, lo: int, hi: int, columns: list[str]) -> pa.Table
         if hi > 2**64 - 1:
             last = len(firsts)
         batches = [reader.get_batch(j) for j in range(first, last)]
-    table = pa.Table.from_batches(batches, reader.schema).select(columns) if batches else None
+    schema = reader.schema.remove_metadata()
+    table = pa.Table.from_batches(batches, schema).select(columns) if batches else None
     if table is None or table.num_rows == 0:
-        return pa.Table.from_batches([], reader.schema).select(columns)
+        return pa.Table.from_batches([], schema).select(columns)
     keys = table.column(key).to_numpy()
     start = int(np.searchsorted(keys, np.uint64(lo), "left"))
     end = len(keys) if hi > 2**64 - 1 else int(np.searchsorted(keys, np.uint64(hi), "left"))

@@ -227,11 +227,13 @@ def keep_each(
     reads: Sequence[Callable[[], pl.DataFrame]],
     compute: Callable[[pl.DataFrame], pl.DataFrame | pa.Table],
     compression: Literal["zstd", "lz4"] | None = "zstd",
+    arrange: Callable[[pa.Table], pa.Table] | None = None,
 ) -> None:
     """`keep_once` for several partitions, with one call of `compute` on their rows together
     (the fixed cost of a call is paid once, however small the partitions): `compute` must
     give one row per row read, in order, as a step that keys each row on its own does.
-    `paths[i]` is made from the rows `reads[i]` gives; one that exists is skipped."""
+    `paths[i]` is made from the rows `reads[i]` gives (passed through `arrange`, which may
+    reorder them, before they are written); one that exists is skipped."""
     todo = [i for i, path in enumerate(paths) if not path.exists()]
     if not todo:
         return
@@ -245,7 +247,7 @@ def keep_each(
         # Taken into fresh buffers (a written slice can carry its neighbours' bits): the
         # file has the bytes of one computed from the partition's rows alone.
         rows = table.take(np.arange(start, start + frame.height))
-        write_table(rows, paths[i], compression)
+        write_table(rows if arrange is None else arrange(rows), paths[i], compression)
         start += frame.height
 
 

@@ -36,7 +36,14 @@ import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, Field, model_validator
 
-from shards.reader import read_frame, read_key_range, read_table, sorted_rows, sorted_table
+from shards.reader import (
+    key_range,
+    read_frame,
+    read_key_range,
+    read_table,
+    sorted_rows,
+    sorted_table,
+)
 from shards.schema import CLUSTER_SIZE, DOC_ID, TEXT
 from shards.workdir import StageDir
 from tasks.dedup.minhash_cluster import (
@@ -174,11 +181,6 @@ def entries_of(keys_file: Path, cfg: MinhashConfig) -> pa.Table:
     sigs = mapped_matrix(keys_file, "signature")
     keys = band_keys(sigs, *cfg.lsh_params())
     return band_entries(keys, ~column(table, "empty"), column(table, "doc_key"))
-
-
-def key_range(index: int, ranges: int) -> tuple[int, int]:
-    """Hash range `index` of `ranges`: band keys from `lo` up to `hi` (2**64 for the last)."""
-    return -(-index * 2**64 // ranges), -(-(index + 1) * 2**64 // ranges)
 
 
 def range_pairs(
