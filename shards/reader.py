@@ -41,7 +41,7 @@ def sorted_rows(path: Path) -> int:
         return int(ipc.open_file(source).schema.metadata[SORTED_ROWS])
 
 
-def sorted_table(table: pa.Table, column: str, batch_rows: int = 1 << 16) -> pa.Table:
+def sorted_table(table: pa.Table, column: str, batch_rows: int = 1 << 14) -> pa.Table:
     """`table` (sorted by the uint64 `column`) in record batches of `batch_rows`, with each
     batch's first value in its schema, so `read_key_range` reads only the batches a range
     needs."""
