@@ -71,7 +71,7 @@ def write_signatures(out: StageDir, n_docs: int, seed: int = 0) -> list[str]:
         write_table(table, out.keys(names[-1]), compression=None)
         entries = near.band_entries(keys, np.ones(n, bool), doc_key)
         write_table(entries, out.bands(names[-1]), compression=None)
-        digest = rng.integers(0, 2**63, (n, 2), dtype=np.uint64)
+        digest = rng.integers(0, 2**64, (n, 2), dtype=np.uint64)
         digest[copies] = digest[src]  # the same copies, exact this time
         content = pa.table({"doc_id": ids.to_arrow(), "a": digest[:, 0], "b": digest[:, 1]})
         write_table(exact_dedup.by_digest(content), exact_dir(out).keys(names[-1]))

@@ -134,10 +134,11 @@ def optimal_bands(threshold: float, num_perm: int, verify: bool) -> tuple[int, i
 
 
 DUPLICATE = "minhash_duplicate"
-# A bucket task holds this many bytes of its range's band entries at a time (key, band, row
-# and anchor key as read, with the ref made from the row: 30 bytes an entry).
+# A bucket task holds this many bytes of its range's band entries at a time: key, band, row
+# and anchor key as read (22 bytes an entry), the ref made from the row, and the copies made
+# to gather them from every partition and split them by band (60 bytes in all, measured).
 _BUCKET_BYTES = 512 << 20
-_HELD_PER_ENTRY = 30
+_HELD_PER_ENTRY = 60
 _MIN_PIECE_ENTRIES = 4096  # fewer is not worth a read of every partition's footer
 
 
