@@ -15,7 +15,7 @@
 4. **Reduce memory.** From bench/dedup_scale.py's results (data/bench/dedup/scale.json), when
    it has been run: per million documents, the growth of the largest exact-dedup task's
    memory and of the cluster step's (per million documents in clusters) between its two
-   sizes; the largest bucket task's peak; the keys files' bytes per document.
+   sizes; the largest bucket task's peak; the keys and band-entry files' bytes per document.
 
 Then the projection: the same costs for 1 TB and 100 TB of WARC on 64 and 1,024 cores, at
 pages per WARC byte as in the corpus (about Common Crawl's: 2.6 billion pages in about 90 TB).
@@ -97,6 +97,7 @@ def reduce_constants() -> dict | None:
             "cluster_anon_mb_per_m_clustered": slope("cluster_anon_mb", clustered_m),
             "exact_task_anon_mb_per_m_docs": slope("exact_task_anon_mb_max", docs_m / ranges),
             "keys_bytes_per_doc": round(large["keys_files_mb"] * 1e6 / large["docs"]),
+            "bands_bytes_per_doc": round(large["bands_files_mb"] * 1e6 / large["docs"]),
         }
     return found
 
@@ -153,13 +154,15 @@ def projection(c: dict) -> list[dict]:
                 "left_tb": round(tb * c["kept_per_input_byte_without_keep_work"], 1),
             }
             if k8:
-                # K = cores ranges: each exact task holds 1/K of the keys; every bucket task
-                # reads every keys file (holding at most 512 MB of keys at a time); the
-                # cluster step holds a label per clustered document (30 % of pages, say).
+                # K = cores ranges: each exact task holds 1/K of the keys; the bucket tasks
+                # read the band entries once between them, each opening every partition's
+                # footer; the cluster step holds a label per clustered document (30 % of
+                # pages, say).
                 row["exact_task_gb"] = round(
                     k8["exact_task_anon_mb_per_m_docs"] * pages / 1e6 / cores / 1e3, 1
                 )
-                row["bucket_reads_tb"] = round(k8["keys_bytes_per_doc"] * pages * cores / 1e12)
+                row["band_entries_tb"] = round(k8["bands_bytes_per_doc"] * pages / 1e12, 1)
+                row["footer_reads_m"] = round(cores * partitions / 1e6, 1)
                 row["cluster_step_gb"] = round(
                     k8["cluster_anon_mb_per_m_clustered"] * 0.3 * pages / 1e6 / 1e3
                 )
@@ -197,12 +200,13 @@ def main() -> None:
     rows = projection(found)
     print(json.dumps(found, indent=2))
     print("\n| WARC | cores | pages | partitions | core-hours | hours | written | left, keep_work "
-          "off | exact task | keys read by bucket tasks | cluster step |\n"
-          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+          "off | exact task | band entries read | footer reads | cluster step |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     for r in rows:
         print(f"| {r['warc_tb']} TB | {r['cores']:,} | {r['pages_m']:,} M | {r['partitions']:,} | "
               f"{r['core_hours']:,} | {r['hours']} | {r['written_tb']} TB | {r['left_tb']} TB | "
-              f"{r.get('exact_task_gb', '-')} GB | {r.get('bucket_reads_tb', '-')} TB | "
+              f"{r.get('exact_task_gb', '-')} GB | {r.get('band_entries_tb', '-')} TB | "
+              f"{r.get('footer_reads_m', '-')} M | "
               f"{r.get('cluster_step_gb', '-')} GB |")  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"runs": runs, "constants": found, "projection": rows},
