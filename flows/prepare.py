@@ -216,16 +216,14 @@ def prepare_stages(inputs: list[str], output: str, config: PipelineConfig) -> di
                             ing.min_piece_bytes)  # fmt: skip
     inputs_info = describe_inputs(inputs, files, ignored, [getattr(p, "name", p) for p in parts],
                                   crawled)  # fmt: skip
-    for attempt in itertools.count():
-        chain = StageChain(work_dir(out), parts, slots, cfg.runner.keep_work)
-        try:
-            return run_stages(chain, files, cfg, out, inputs_info)
-        except ReleasedRows as released:  # an earlier run's rows, released, needed again
-            if attempt:
-                raise
-            get_run_logger().info(f"{released}: computing them again")
-            chain.recompute(released)
-    raise AssertionError("unreachable")
+    chain = StageChain(work_dir(out), parts, slots, cfg.runner.keep_work)
+    try:
+        return run_stages(chain, files, cfg, out, inputs_info)
+    except ReleasedRows as released:  # an earlier run's rows, released, needed again
+        get_run_logger().info(f"{released}: computing them again")
+        chain.recompute(released)
+    chain = StageChain(work_dir(out), parts, slots, cfg.runner.keep_work)
+    return run_stages(chain, files, cfg, out, inputs_info)
 
 
 def run_stages(
