@@ -23,6 +23,7 @@ from flows.prepare import prepare
 from model.launch import free_port
 from shards.manifest import read_manifest
 from shards.storage import location
+from shards.workdir import work_dir
 from tests.conftest import SAMPLE
 from tests.flows.test_storage import SETS, digests
 
@@ -135,15 +136,12 @@ def test_a_cluster_sharing_only_object_storage_writes_what_threads_write(
 
 
 def test_a_worker_killed_mid_stage_leaves_the_same_output(cluster, inputs, threads_run, tmp_path):
-    fs = s3fs.S3FileSystem()
-    bucket = inputs.split("/")[2]
-    url = f"s3://{bucket}/killed"
+    url = f"s3://{inputs.split('/')[2]}/killed"
+    work = work_dir(location(url))  # the layout is shards.workdir's
     victim = cluster.workers[1]
 
     def mid_stage() -> bool:  # some of normalize's partitions are done, not all
-        done = fs.glob(f"{bucket}/killed/work/normalize-*/*.stats.json")
-        fs.invalidate_cache()
-        if not done:
+        if not list(work.glob("normalize-*/*.stats.json")):
             return False
         os.kill(victim.pid, signal.SIGKILL)
         return True
