@@ -178,7 +178,7 @@ def band_entries(keys: np.ndarray, signed: np.ndarray, doc_key: np.ndarray) -> p
 
 def entries_of(keys_file: Path, cfg: MinhashConfig) -> pa.Table:
     """The band entries of a partition, from the signatures of its keys file."""
-    table = read_table(keys_file, ["doc_key", "empty", "signature"])
+    table = read_table(keys_file, ["doc_key", "empty"])
     sigs = mapped_matrix(keys_file, "signature")
     keys = band_keys(sigs, *cfg.lsh_params())
     return band_entries(keys, ~column(table, "empty"), column(table, "doc_key"))
