@@ -39,6 +39,12 @@ class PretrainConfig(BaseModel, frozen=True, extra="forbid"):
     preset: Literal["tiny", "125M", "350M", "1.3B"] = "tiny"
     model: dict[str, Any] = Field(default_factory=dict, description="GPTConfig overrides")
     zero_stage: Literal[0, 1, 2, 3] = 2
+    zero: dict[str, Any] = Field(
+        default_factory=dict, description="DeepSpeed zero_optimization overrides (bucket sizes)"
+    )
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the model; auto: where CUDA is, not on CPU"
+    )
     offload_optimizer: bool = False
     offload_params: bool = Field(False, description="ZeRO stage 3 only")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -79,13 +85,43 @@ def use_bf16(cfg: PretrainConfig, on_gpu: bool, bf16_supported: bool) -> bool:
     return cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu and bf16_supported)
 
 
-def deepspeed_config(cfg: PretrainConfig, bf16: bool) -> dict[str, Any]:
-    """The DeepSpeed config dict for `cfg`."""
+def use_compile(cfg: PretrainConfig, on_gpu: bool) -> bool:
+    return on_gpu if cfg.compile == "auto" else cfg.compile
+
+
+def zero_config(cfg: PretrainConfig, gpt: GPTConfig, params: int, world: int) -> dict[str, Any]:
+    """The `zero_optimization` section: the stage, offload, and ZeRO-3's sizes for the model.
+
+    Gradients are reduced while the backward pass runs. ZeRO-3's sizes scale with the hidden
+    size h, as DeepSpeed's own "auto" values do: gradients are reduced in buckets of h*h
+    elements, parameters are prefetched 0.9*h*h elements ahead, and parameters of at most
+    10*h elements (norms, biases) are kept whole on every rank. On one rank ZeRO-3 has nothing
+    to shard, so every parameter is kept whole (unless they are offloaded) and no step
+    gathers or releases one. `pretrain.zero` overrides any key.
+    """
+    h = gpt.n_embd
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.zero_stage > 0:
+        zero |= {"overlap_comm": True, "contiguous_gradients": True}
+    if cfg.zero_stage == 3:
+        zero |= {
+            "reduce_bucket_size": h * h,
+            "stage3_prefetch_bucket_size": int(0.9 * h * h),
+            "stage3_param_persistence_threshold": (
+                params if world == 1 and not cfg.offload_params else 10 * h
+            ),
+            "stage3_max_live_parameters": 10**9,
+            "stage3_max_reuse_distance": 10**9,
+        }
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if cfg.offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return zero | cfg.zero
+
+
+def deepspeed_config(cfg: PretrainConfig, bf16: bool, zero: dict[str, Any]) -> dict[str, Any]:
+    """The DeepSpeed config dict for `cfg`, with `zero` (`zero_config`) as its ZeRO section."""
     return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch,
         "gradient_accumulation_steps": cfg.grad_accum,

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from model.data import ResumableSampler
-from model.ds_config import PretrainConfig, deepspeed_config, use_bf16
+from model.ds_config import PretrainConfig, deepspeed_config, use_bf16, use_compile, zero_config
 from model.gpt import GPT, IGNORE_INDEX, GPTConfig, clm_batch, flops_per_token, mask_tokens
 from model.launch import CHECKPOINTS, FINAL, LOG_PREFIX, METRICS, RUN_SPEC, release_buffers
 from shards.tokens import TokenShards
@@ -41,21 +42,90 @@ def peak_tflops(cfg: PretrainConfig) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
+def to_device(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to `device`; to a GPU from pinned memory without waiting for the copy."""
+    if device.type != "cuda":
+        return tokens.to(device)
+    return tokens.pin_memory().to(device, non_blocking=True)
+
+
 def make_batch(
     rows: np.ndarray, gpt: GPTConfig, special: dict[str, int], seed: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs and targets from packed rows (B, T+1) of token ids."""
     tokens = torch.from_numpy(rows.astype(np.int64))
-    if gpt.objective == "clm":
-        x, y = clm_batch(tokens, special["<|pad|>"])
-    else:  # masked LM; the mask is seeded by step and rank, so a resumed run draws the same
-        generator = torch.Generator().manual_seed(seed)
-        x, y = mask_tokens(tokens[:, :-1], gpt, special["<|mask|>"], special["<|pad|>"], generator)
-    return x.to(device), y.to(device)
+    if gpt.objective == "clm":  # one copy; the shift and the padding mask are made there
+        return clm_batch(to_device(tokens, device), special["<|pad|>"])
+    # Masked LM: the mask is seeded by step and rank, so a resumed run draws the same.
+    generator = torch.Generator().manual_seed(seed)
+    x, y = mask_tokens(tokens[:, :-1], gpt, special["<|mask|>"], special["<|pad|>"], generator)
+    return to_device(x, device), to_device(y, device)
 
 
-def all_mean(value: float, device: torch.device) -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+class Batches:
+    """This rank's micro-batches, read one ahead: the next one is gathered from the shards and
+    on its way to the GPU while the GPU works on the current one.
+
+    Args:
+        run: The run; its sampler is at the next micro-batch to train on.
+        drawn: Micro-batches trained on so far in the run (seeds the MLM mask).
+    """
+
+    def __init__(self, run: "Run", drawn: int) -> None:
+        self.run, self.drawn = run, drawn
+        self.ahead: tuple[dict[str, Any], int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _draw(self) -> tuple[dict[str, Any], int, tuple[torch.Tensor, torch.Tensor]]:
+        run, world = self.run, dist.get_world_size()
+        state = run.sampler.state_dict()
+        idx = run.sampler.next()
+        seed = run.cfg.seed + self.drawn * world + dist.get_rank()
+        self.drawn += 1
+        batch = make_batch(run.train_set.gather(idx), run.gpt, run.special, seed, run.engine.device)
+        return state, int(idx.sum()), batch
+
+    def next(self) -> tuple[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The next micro-batch (x, y) and the sum of its sequence indices."""
+        _, digest, batch = self.ahead if self.ahead is not None else self._draw()
+        self.ahead = None
+        return digest, batch
+
+    def read_ahead(self) -> None:
+        if self.ahead is None:
+            self.ahead = self._draw()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's position at the first micro-batch not trained on."""
+        return self.ahead[0] if self.ahead is not None else self.run.sampler.state_dict()
+
+
+class Window:
+    """Throughput over the steps since the last log: the steps' tokens over the window's wall
+    time, read after the log's host sync, so time the GPU still owed is counted."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new window (after a log, an evaluation or a checkpoint)."""
+        self.start, self.steps = time.perf_counter(), 0
+
+    def read(self, tokens_per_step: int) -> tuple[float, float, int]:
+        """(tokens per second, seconds, steps) of the window so far."""
+        seconds = time.perf_counter() - self.start
+        return self.steps * tokens_per_step / seconds, seconds, self.steps
+
+
+def peak_memory(device: torch.device) -> int:
+    """Bytes at the peak: allocated on the GPU, or this process's resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def all_mean(value: float | torch.Tensor, device: torch.device) -> float:
+    """The mean over ranks; the one host sync of a logged step."""
+    t = torch.as_tensor(value, dtype=torch.float64, device=device).reshape(1)
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
 
@@ -105,7 +175,6 @@ class Run:
     special: dict[str, int]
     train_set: TokenShards
     heldout: TokenShards
-    model: GPT  # the engine's module
     engine: Any
     sampler: ResumableSampler
     metrics: Metrics
@@ -119,6 +188,14 @@ class Run:
     @property
     def seq_len(self) -> int:
         return self.train_set.manifest["seq_len"]
+
+    @property
+    def flops_per_token(self) -> float:
+        return flops_per_token(self.gpt, self.params, self.seq_len)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.micro_batch * self.cfg.grad_accum * dist.get_world_size() * self.seq_len
 
 
 def setup(run_dir: Path) -> Run:
@@ -144,13 +221,14 @@ def setup(run_dir: Path) -> Run:
     model = GPT(gpt)
     params = model.num_params()
     bf16 = use_bf16(cfg, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
-    engine, *_ = deepspeed.initialize(
-        model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, bf16)
-    )
+    ds = deepspeed_config(cfg, bf16, zero_config(cfg, gpt, model.num_params(False), world))
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds)
+    if use_compile(cfg, on_gpu):  # in place: the checkpoints' keys stay those of the model
+        engine.compile()
     sampler = ResumableSampler(len(train_set), world, rank, cfg.micro_batch, cfg.seed)
     metrics = Metrics(run_dir / METRICS)
-    return Run(run_dir, cfg, gpt, meta["special_tokens"], train_set, heldout, model, engine,
-               sampler, metrics, peak_tflops(cfg), params)  # fmt: skip
+    return Run(run_dir, cfg, gpt, meta["special_tokens"], train_set, heldout, engine, sampler,
+               metrics, peak_tflops(cfg), params)  # fmt: skip
 
 
 def resume(run: Run) -> int:
@@ -169,67 +247,68 @@ def resume(run: Run) -> int:
     return client["step"]
 
 
-def train_step(run: Run, step: int) -> tuple[float, int]:
-    """One optimizer step over `grad_accum` micro-batches, after `step` steps.
+def train_step(run: Run, batches: Batches) -> tuple[torch.Tensor, int]:
+    """One optimizer step over `grad_accum` micro-batches. Nothing waits for the GPU: the
+    loss stays on the device, and the next micro-batch is read while the step runs.
 
     Returns:
-        The summed micro-batch losses and the sum of the sequence indices drawn (a digest
-        that tells whether a resumed run sees the same batches).
+        The summed micro-batch losses (a tensor on the device) and the sum of the sequence
+        indices drawn (a digest that tells whether a resumed run sees the same batches).
     """
-    cfg, rank, world = run.cfg, dist.get_rank(), dist.get_world_size()
-    loss_sum, digest = 0.0, 0
-    for micro in range(cfg.grad_accum):
-        idx = run.sampler.next()
-        digest += int(idx.sum())
-        seed = cfg.seed + (step * cfg.grad_accum + micro) * world + rank
-        x, y = make_batch(run.train_set.gather(idx), run.gpt, run.special, seed, run.engine.device)
+    loss_sum, digest = torch.zeros((), device=run.engine.device), 0
+    for _ in range(run.cfg.grad_accum):
+        indices, (x, y) = batches.next()
+        digest += indices
         _, loss = run.engine(x, y)
         run.engine.backward(loss)
+        batches.read_ahead()
         run.engine.step()
-        loss_sum += loss.item()
+        loss_sum += loss.detach().float()
     return loss_sum, digest
 
 
-def log_step(
-    run: Run, step: int, loss_sum: float, digest: int, seconds: float, flops: float
-) -> None:
-    """Write a step's mean loss over ranks, learning rate, throughput and MFU to the metrics.
+def log_step(run: Run, step: int, loss_sum: torch.Tensor, digest: int, window: Window) -> None:
+    """Write a step's mean loss over ranks, learning rate, and the window's throughput and MFU.
 
     Args:
         run: The run.
         step: Steps done.
         loss_sum: `train_step`'s summed loss on this rank.
         digest: `train_step`'s digest on this rank.
-        seconds: The step's wall time.
-        flops: Training FLOPs per token, for MFU.
+        window: The steps since the last log; restarted here.
     """
-    world, device = dist.get_world_size(), run.engine.device
-    tokens_per_step = run.cfg.micro_batch * run.cfg.grad_accum * world * run.seq_len
-    loss_mean = all_mean(loss_sum / run.cfg.grad_accum, device)
-    throughput = tokens_per_step / seconds
+    device, world = run.engine.device, dist.get_world_size()
+    loss_mean = all_mean(loss_sum / run.cfg.grad_accum, device)  # waits for the GPU
+    throughput, seconds, steps = window.read(run.tokens_per_step)
     peak = run.peak
     run.metrics.write(
         step=step, loss=round(loss_mean, 6), lr=run.engine.get_lr()[0],
-        tokens_per_sec=round(throughput, 1), step_seconds=round(seconds, 4),
-        mfu=round(flops * throughput / (peak * 1e12 * world), 4) if peak else None,
+        tokens_per_sec=round(throughput, 1), window_steps=steps, window_seconds=round(seconds, 6),
+        mfu=round(run.flops_per_token * throughput / (peak * 1e12 * world), 4) if peak else None,
+        peak_mem_gb=round(peak_memory(device) / 2**30, 3),
         batch_digest=int(all_mean(digest, device) * world),
     )  # fmt: skip
+    window.restart()
 
 
-def save_checkpoint(run: Run, step: int) -> None:
+def save_checkpoint(run: Run, batches: Batches, step: int) -> None:
     """Save the engine's state with every rank's sampler position, as tag `stepNNNNNNNN`."""
     states: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(states, run.sampler.state_dict())
+    dist.all_gather_object(states, batches.state_dict())
     run.engine.save_checkpoint(str(run.checkpoints), tag=f"step{step:08d}",
                                client_state={"step": step, "sampler": states})  # fmt: skip
 
 
 def write_final(run: Run, step: int, eval_loss: float, ppl: float) -> None:
-    """Rank 0 writes final.json: the last step, its held-out loss and perplexity."""
+    """Rank 0 writes final.json: the last step, its held-out loss and perplexity, the whole
+    model's parameter count and FLOPs per token (the MFU's inputs), and whether it ran
+    compiled."""
     if dist.get_rank() == 0:
         checkpoint = str(run.checkpoints / f"step{step:08d}")
         final = {"step": step, "eval_loss": eval_loss, "perplexity": ppl,
-                 "checkpoint": checkpoint, "params": run.params}  # fmt: skip
+                 "checkpoint": checkpoint, "params": run.params,
+                 "flops_per_token": run.flops_per_token,
+                 "compiled": bool(run.engine.is_compiled)}  # fmt: skip
         write_json(final, run.dir / FINAL)
     dist.barrier()
 
@@ -242,20 +321,21 @@ def train(run_dir: Path) -> None:
     """
     run = setup(run_dir)
     cfg, step = run.cfg, resume(run)
-    flops = flops_per_token(run.gpt, run.params, run.seq_len)
+    batches, window = Batches(run, step * cfg.grad_accum), Window()
     eval_loss = ppl = None
     while step < cfg.max_steps:
-        start = time.perf_counter()
-        loss_sum, digest = train_step(run, step)
-        step += 1
-        seconds = time.perf_counter() - start
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            log_step(run, step, loss_sum, digest, seconds, flops)
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        loss_sum, digest = train_step(run, batches)
+        step, window.steps = step + 1, window.steps + 1
+        last = step == cfg.max_steps
+        if step % cfg.log_every == 0 or last:
+            log_step(run, step, loss_sum, digest, window)
+        if step % cfg.eval_every == 0 or last:
             eval_loss, ppl = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
             run.metrics.write(step=step, eval_loss=round(eval_loss, 6), perplexity=round(ppl, 3))
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(run, step)
+        if step % cfg.checkpoint_every == 0 or last:
+            save_checkpoint(run, batches, step)
+        if step % cfg.eval_every == 0 or step % cfg.checkpoint_every == 0:
+            window.restart()  # the next window times training steps only
     if eval_loss is None:  # resumed at the end: evaluate the final weights once more
         eval_loss, ppl = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
     write_final(run, step, eval_loss, ppl)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from model.ds_config import PretrainConfig, deepspeed_config
+from model.ds_config import PretrainConfig, deepspeed_config, zero_config
 from model.gpt import GPT, IGNORE_INDEX, GPTConfig, clm_batch, mask_tokens
 
 TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
@@ -62,10 +62,18 @@ def test_padding_is_not_a_target():
 
 
 def test_deepspeed_config_from_typed_config():
-    cfg = PretrainConfig(zero_stage=3, offload_optimizer=True, offload_params=True, grad_accum=4)
-    ds = deepspeed_config(cfg, bf16=False)
+    cfg = PretrainConfig(zero_stage=3, offload_optimizer=True, offload_params=True, grad_accum=4,
+                         zero={"reduce_bucket_size": 1000})  # fmt: skip
+    gpt = cfg.gpt_config(512, 64)
+    ds = deepspeed_config(cfg, False, zero_config(cfg, gpt, params=10**6, world=1))
     assert ds["zero_optimization"]["stage"] == 3
     assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 1000  # the user's override
+    # Offloaded parameters stay sharded even on one rank; without offload nothing is sharded.
+    assert ds["zero_optimization"]["stage3_param_persistence_threshold"] == 10 * gpt.n_embd
+    whole = zero_config(cfg.model_copy(update={"offload_params": False}), gpt, 10**6, world=1)
+    assert whole["stage3_param_persistence_threshold"] == 10**6
+    assert zero_config(cfg, gpt, 10**6, world=2)["stage3_param_persistence_threshold"] == 1280
     assert ds["gradient_accumulation_steps"] == 4 and ds["bf16"] == {"enabled": False}
     assert ds["scheduler"]["params"]["total_num_steps"] == cfg.max_steps
     with pytest.raises(ValueError, match="offload_params"):
