@@ -17,7 +17,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test test-crash lint format s3 server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment bench-orchestration bench-e2e bench-scale calibrate-quality clean help
+.PHONY: setup shards pretrain test test-crash lint format s3 server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment bench-orchestration bench-e2e bench-scale bench-gpu calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
@@ -39,6 +39,7 @@ help:
 	@echo "make bench-orchestration  prepare's wall time, memory and Prefect database by partition count"
 	@echo "make bench-e2e  prepare end to end against datatrove's FineWeb pipeline on the same WARC files"
 	@echo "make bench-scale  dedup reduce steps at 1M and 10M documents, then the constants and the 1 TB / 100 TB projection"
+	@echo "make bench-gpu  pretraining tokens/s, MFU and peak memory per preset and ZeRO stage vs a plain PyTorch loop (tiny on CPU)"
 	@echo "make calibrate-quality  recompute the zh/ja quality thresholds"
 
 setup: $(STAMP)
@@ -132,6 +133,10 @@ bench-dedup: $(STAMP) $(BENCH_STAMP)
 # WARC files on one core, the constants of a large run and its projection to 1 and 100 TB.
 SCALE_DOCS ?= 1000000 10000000
 SCALE_RANGES ?= 1 8
+# On a machine with CUDA: presets 125M, 350M and 1.3B; without: the tiny preset on CPU.
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu.py
+
 bench-scale: $(STAMP)
 	$(BIN)/python bench/dedup_scale.py --docs $(SCALE_DOCS) --ranges $(SCALE_RANGES)
 	$(BIN)/python bench/at_scale.py

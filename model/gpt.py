@@ -137,9 +137,8 @@ def flops_per_token(config: GPTConfig, n_params: int, seq_len: int) -> float:
 
 def clm_batch(tokens: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets from packed sequences (B, T+1); padding is not learned."""
-    inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
-    targets[targets == pad_id] = IGNORE_INDEX
-    return inputs, targets
+    targets = tokens[:, 1:]  # masked_fill, not a boolean index: no wait for the device
+    return tokens[:, :-1], targets.masked_fill(targets == pad_id, IGNORE_INDEX)
 
 
 def mask_tokens(
