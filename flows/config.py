@@ -22,6 +22,7 @@ from tasks.augment.config import AugmentConfig
 from tasks.clean.normalize import NormalizeConfig
 from tasks.dedup.exact_dedup import ExactDedupConfig
 from tasks.dedup.minhash_dedup import MinhashConfig
+from tasks.filter.decontam import DecontamConfig
 from tasks.filter.langid import LangIdConfig
 from tasks.filter.quality import QualityConfig
 from tasks.ingest.ingest import IngestConfig
@@ -91,6 +92,7 @@ class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
     minhash: MinhashConfig = MinhashConfig()
     langid: LangIdConfig = LangIdConfig()
     quality: QualityConfig = QualityConfig()
+    decontam: DecontamConfig = DecontamConfig()
     augment: AugmentConfig = AugmentConfig()
     shards: ShardsConfig = ShardsConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
@@ -161,8 +163,8 @@ def _validate(tree: dict[str, Any], sets: list[str]) -> PipelineConfig:
         raise ConfigError(_describe(e)) from None
 
 
-# What `refilter` may change: everything of the quality stage but what its signals depend on.
-REFILTER_SECTIONS = {"quality", "runner"}
+# What `refilter` may change: the quality stage but what its signals depend on, decontamination.
+REFILTER_SECTIONS = {"quality", "decontam", "runner"}
 
 
 def refilter_config(finished: dict[str, Any], sets: list[str]) -> PipelineConfig:
@@ -176,7 +178,8 @@ def refilter_config(finished: dict[str, Any], sets: list[str]) -> PipelineConfig
     for section in PipelineConfig.model_fields:
         if section not in REFILTER_SECTIONS and getattr(new, section) != getattr(old, section):
             raise ConfigError(
-                f"refilter re-applies quality thresholds only; {section}.* changed: run prepare"
+                f"refilter re-applies quality thresholds and decontamination only; {section}.* "
+                "changed: run prepare"
             )
     if new.quality.signal_key() != old.quality.signal_key() or not new.quality.enabled:
         raise ConfigError(

@@ -1,9 +1,9 @@
 """The `prepare` flow: raw documents to Arrow shards, with every document accounted for.
 
 (crawl ->) ingest -> url_filter -> normalize -> exact_dedup -> minhash -> langid -> quality
-(-> augment) -> shards -> tokenize. Each stage from ingest to the shards is mapped over the
-input partitions; the two dedup stages and augment add reduces over the whole run. tokenize
-streams the shards into packed token shards for `pretrain`.
+(-> decontam) (-> augment) -> shards -> tokenize. Each stage from ingest to the shards is
+mapped over the input partitions; the two dedup stages and augment add reduces over the whole
+run. tokenize streams the shards into packed token shards for `pretrain`.
 """
 
 import itertools
@@ -44,6 +44,7 @@ from tasks.dedup.minhash_dedup import (
     sign_partitions,
 )
 from tasks.dedup.minhash_dedup import stage_key as minhash_stage_key
+from tasks.filter.decontam import DecontamConfig, decontam, index_eval_set
 from tasks.filter.langid import langid
 from tasks.filter.quality import quality
 from tasks.ingest.ingest import ingest
@@ -277,6 +278,19 @@ def dedup(chain: StageChain, cfg: PipelineConfig) -> None:
         chain.then(minhash_dedup, src, dst, grouped=True)
 
 
+def decontaminate(chain: StageChain, cfg: DecontamConfig) -> list[str]:
+    """Queue the decontam stage after the index of every evaluation set is built (on
+    workers, once per set); returns the indexes' work directories."""
+    futures = {name: index_eval_set.submit(chain.work, name, uris, cfg)
+               for name, uris in cfg.eval_sets.items()}  # fmt: skip
+    indexes = {name: future.result() for name, future in futures.items()}
+    names = [d.path.name for d in indexes.values()]
+    src, dst = chain.last, chain.start("decontam", {"config": cfg.model_dump(mode="json"),
+                                                     "indexes": names})  # fmt: skip
+    chain.then(decontam, src, dst, {n: d.index for n, d in indexes.items()}, cfg, grouped=True)
+    return names
+
+
 def describe_inputs(
     uris: list[str],
     files: list[InputFile],
@@ -329,6 +343,8 @@ def filter_and_write(
         signals = StageDir.of(chain.work, "signals", cfg.quality.signal_key(), src.fingerprint)
         chain.then(quality, src, signals, dst, cfg.quality, grouped=True)
         beside.append(signals.path.name)
+    if cfg.decontam.enabled:
+        beside += decontaminate(chain, cfg.decontam)
     chain.run()
 
     if cfg.augment.enabled:

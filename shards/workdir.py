@@ -197,6 +197,11 @@ class StageDir:
         return self.path / f"components-{index:03d}-of-{ranges:03d}.arrow"
 
     @property
+    def index(self) -> Path:
+        """An evaluation set's n-gram index (`evalset-<key>/`: sorted 64-bit hashes)."""
+        return self.path / "index.arrow"
+
+    @property
     def selection(self) -> Path:
         """The documents augment rewrites (doc_id, part), chosen over the whole run."""
         return self.path / "selection.arrow"

@@ -127,3 +127,54 @@ def test_released_work_is_computed_again_only_when_a_run_needs_it(corpus, tmp_pa
     assert read_shards(lean).equals(read_shards(keep)) and ledger(lean).equals(ledger(keep))
     remade = [m.stat().st_mtime > started for m in (lean / "work").glob("ingest-*/*.stats.json")]
     assert remade and all(remade)
+
+
+def test_decontam_drops_the_documents_with_an_evaluation_passage(corpus, tmp_path):
+    """Passages of two Wikipedia paragraphs (English, Chinese) as an evaluation set: no kept
+    document holds one, every document dropped for it does, its translations are kept, and
+    refilter without the set gives them back."""
+    from tasks.filter.decontam import words
+    from tests.conftest import write_jsonl
+
+    wiki = pl.read_ndjson(corpus / "wiki.jsonl.gz").select("id", "text")
+    texts = dict(wiki.iter_rows())
+    passages = []
+    for doc in ("xquad-en-003", "xquad-zh-023"):
+        _, found = words(texts[doc])
+        passages.append(texts[doc][found[4].start() : found[24].end()])
+    (tmp_path / "evals").mkdir()
+    evals = write_jsonl(tmp_path / "evals" / "qa.jsonl", [{"context": p} for p in passages])
+    sets = [*SETS, f"decontam.eval_sets.qa={evals.parent}"]
+    out = tmp_path / "out"
+    before = prepare(inputs=[str(corpus)], output=str(out), config=load_config(sets=sets))
+
+    def spaced(text: str) -> str:  # its words, one space apart
+        return " ".join(m.group() for m in words(text)[1])
+
+    def holds_passage(text: str) -> bool:
+        return any(spaced(p) in spaced(text) for p in passages)
+
+    everything = ledger(out)
+    dropped = everything.filter(pl.col("stage") == "decontam")
+    assert set(dropped["reason"]) == {"decontam_overlap"}
+    # Each paragraph is dropped: by decontam, or by a stage before it.
+    assert {"xquad-en-003", "xquad-zh-023"} <= set(everything["doc_id"])
+    assert dropped.height >= 1
+    assert all(holds_passage(texts[d]) for d in dropped["doc_id"] if d in texts)
+    assert all(d.startswith("qa: ") for d in dropped["detail"])
+    kept = read_shards(out)
+    assert not any(holds_passage(t) for t in kept["text"])
+    langs = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
+    translations = {f"xquad-{lang}-{n}" for lang in langs for n in ("003", "023")}
+    translations -= {"xquad-en-003", "xquad-zh-023"}
+    assert not translations & set(dropped["doc_id"])
+    assert len(translations & set(kept["doc_id"])) >= 5
+    assert before["stages"]["decontam"]["dropped"] == {"decontam_overlap": dropped.height}
+    index = [w for w in work_in_use(read_manifest(out)) if w.startswith("evalset-")]
+    assert len(index) == 1 and (out / "work" / index[0] / "index.arrow").exists()
+
+    cfg = refilter_config(read_manifest(out)["config"], ["decontam.eval_sets={}"])
+    after = refilter(output=str(out), config=cfg)
+    assert "decontam" not in after["stages"]
+    assert after["totals"]["kept"] == before["totals"]["kept"] + dropped.height
+    assert any(holds_passage(t) for t in read_shards(out)["text"])
