@@ -370,7 +370,8 @@ def filter_and_write(
             fingerprint("tokenize", cfg.tokenize.model_dump(mode="json"), run_id),
             time.perf_counter(),
         )
-        chain.finish(tokenize(out, shards, cfg.tokenize, tokens_id), time.perf_counter() - started)
+        stats = tokenize(out, shards, cfg.tokenize, tokens_id, inputs_info["uris"])
+        chain.finish(stats, time.perf_counter() - started)
     publish_ledger(removers, names, out)
     work = {d.stage: d.path.name for d in chain.dirs}
     manifest = write_run_manifest(

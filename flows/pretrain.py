@@ -1,11 +1,13 @@
 """The `pretrain` flow: token shards to a trained model, resumable from its checkpoints.
 
 In: token shards (`tokens/`), a `PretrainConfig`. Out, in the run directory (model/launch.py):
-`checkpoints/`, `metrics.jsonl`, `final.json` (held-out perplexity, last checkpoint) and
-`loss.png`. The run resumes from the latest checkpoint when there is one.
+`checkpoints/`, `metrics.jsonl`, `final.json` (held-out perplexity overall and per language
+and source, last checkpoint) and `loss.png`. The run resumes from the latest checkpoint when
+there is one.
 """
 
 import base64
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,9 @@ def report_training(run_dir: Path, final: dict[str, Any]) -> None:
     plot_loss(rows, run_dir / LOSS_PLOT)
     table = [r for r in rows if "loss" in r]
     create_table_artifact(key="pretrain-metrics", table=table[-20:], description="Last steps")
+    if slices := slice_table(final):
+        create_table_artifact(key="pretrain-slices", table=slices,
+                              description="Held-out loss per language and per source")  # fmt: skip
     png = base64.b64encode((run_dir / LOSS_PLOT).read_bytes()).decode()
     create_markdown_artifact(
         key="pretrain-summary",
@@ -68,6 +73,16 @@ def report_training(run_dir: Path, final: dict[str, Any]) -> None:
         f"(loss {final['eval_loss']:.4f}); checkpoint `{final['checkpoint']}`.\n\n"
         f"![loss curve](data:image/png;base64,{png})",
     )
+
+
+def slice_table(final: dict[str, Any]) -> list[dict[str, Any]]:
+    """final.json's held-out loss per language and per source, as table rows."""
+    return [
+        {"by": key.removeprefix("eval_by_"), "slice": name, "tokens": v["tokens"],
+         "loss": v["loss"], "perplexity": round(math.exp(min(v["loss"], 50.0)), 3)}
+        for key in sorted(k for k in final if k.startswith("eval_by_"))
+        for name, v in sorted(final[key].items(), key=lambda item: -item[1]["tokens"])
+    ]  # fmt: skip
 
 
 @flow(name="pretrain")

@@ -59,6 +59,9 @@ class PretrainConfig(BaseModel, frozen=True, extra="forbid"):
     log_every: int = Field(10, gt=0)
     eval_every: int = Field(100, gt=0)
     eval_batches: int | None = Field(None, gt=0, description="held-out batches per eval; all")
+    eval_tokens: str | None = Field(
+        None, description="token shards whose held-out split is evaluated instead of the run's"
+    )
     checkpoint_every: int = Field(100, gt=0)
     seed: int = 1337
     num_gpus: int = Field(2, gt=0, description="ranks per machine (processes on CPU)")

@@ -141,6 +141,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [latest[k] for k in sorted(latest)]
 
 
+PLOTTED_LANGS = 6  # per-language held-out curves on the loss plot, the largest first
+
+
+def largest_slices(rows: list[dict[str, Any]], label: str, n: int) -> list[str]:
+    """The `n` slices of `label` with the most held-out tokens in the last evaluation."""
+    last = next((r[f"eval_by_{label}"] for r in reversed(rows) if f"eval_by_{label}" in r), {})
+    return sorted(last, key=lambda name: -last[name]["tokens"])[:n]
+
+
 def plot_loss(rows: list[dict[str, Any]], path: Path) -> None:
     """Training and held-out loss against step, as a PNG.
 
@@ -158,6 +167,10 @@ def plot_loss(rows: list[dict[str, Any]], path: Path) -> None:
         ax.plot(*zip(*train, strict=True), label="train loss")
     if heldout:
         ax.plot(*zip(*heldout, strict=True), "o-", label="held-out loss")
+    for lang in largest_slices(rows, "lang", PLOTTED_LANGS):
+        curve = [(r["step"], r["eval_by_lang"][lang]["loss"]) for r in rows
+                 if lang in r.get("eval_by_lang", {})]  # fmt: skip
+        ax.plot(*zip(*curve, strict=True), ".--", linewidth=0.8, label=f"held-out, {lang}")
     ax.set(xlabel="step", ylabel="cross-entropy (nats)", title="refinery pretraining")
     ax.grid(alpha=0.3)
     ax.legend()

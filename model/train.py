@@ -23,6 +23,7 @@ import deepspeed
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn import functional as F
 
 from model.data import ResumableSampler
 from model.ds_config import PretrainConfig, deepspeed_config, use_bf16, use_compile, zero_config
@@ -130,26 +131,69 @@ def all_mean(value: float | torch.Tensor, device: torch.device) -> float:
     return t.item() / dist.get_world_size()
 
 
+@dataclass
+class Evaluation:
+    """Held-out loss and perplexity, overall and per slice: `by[label][name]` is the mean loss
+    and the number of target tokens of the sequences' tokens labelled `name` (per language,
+    per source); weighted by tokens, a label's losses add up to the overall loss."""
+
+    loss: float
+    perplexity: float
+    by: dict[str, dict[str, dict[str, float]]]
+
+    def row(self) -> dict[str, Any]:
+        return {"eval_loss": round(self.loss, 6), "perplexity": round(self.perplexity, 3),
+                **{f"eval_by_{label}": names for label, names in self.by.items()}}  # fmt: skip
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+def target_labels(heldout: TokenShards, idx: np.ndarray, label: str, gpt: GPTConfig,
+                  device: torch.device) -> torch.Tensor:  # fmt: skip
+    """The label of each target token of the rows at `idx`, flat, as `make_batch` aligns them
+    (the next token's for CLM, the token's own for MLM)."""
+    labels = heldout.gather(idx, label)
+    labels = labels[:, 1:] if gpt.objective == "clm" else labels[:, :-1]
+    return torch.from_numpy(labels.astype(np.int64)).reshape(-1).to(device)
+
+
 @torch.no_grad()
 def evaluate(engine: Any, heldout: TokenShards, gpt: GPTConfig, cfg: PretrainConfig,
-             special: dict[str, int]) -> tuple[float, float]:  # fmt: skip
-    """Held-out loss and perplexity. Every rank runs the same number of batches (ZeRO-3
-    gathers parameters collectively), each over its own contiguous block of sequences."""
-    rank, world = dist.get_rank(), dist.get_world_size()
+             special: dict[str, int]) -> Evaluation:  # fmt: skip
+    """Held-out loss and perplexity, overall and per language and source where the held-out
+    shards label their tokens. Every rank runs the same number of batches (ZeRO-3 gathers
+    parameters collectively), each over its own contiguous block of sequences."""
+    rank, world, device = dist.get_rank(), dist.get_world_size(), engine.device
     per_rank = len(heldout) // world
     indices = np.arange(rank * per_rank, (rank + 1) * per_rank)
     batches = [indices[i : i + cfg.micro_batch] for i in range(0, per_rank, cfg.micro_batch)]
+    names = heldout.label_names
     engine.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=engine.device)  # (loss sum, tokens)
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
+    sums = {k: torch.zeros(2, len(v), dtype=torch.float64, device=device) for k, v in names.items()}
     for i, idx in enumerate(batches[: cfg.eval_batches]):
-        x, y = make_batch(heldout.gather(idx), gpt, special, cfg.seed + i, engine.device)
-        _, loss = engine(x, y)
-        n = (y != IGNORE_INDEX).sum()
-        total += torch.stack([loss.double() * n, n.double()])
+        x, y = make_batch(heldout.gather(idx), gpt, special, cfg.seed + i, device)
+        logits, _ = engine(x, y)
+        targets = y.reshape(-1)
+        losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets,
+                                 ignore_index=IGNORE_INDEX, reduction="none").double()  # fmt: skip
+        counted = (targets != IGNORE_INDEX).double()
+        total += torch.stack([losses.sum(), counted.sum()])
+        for label, acc in sums.items():
+            at = target_labels(heldout, idx, label, gpt, device)
+            acc[0].index_add_(0, at, losses)
+            acc[1].index_add_(0, at, counted)
     engine.train()
-    dist.all_reduce(total)
+    for t in (total, *sums.values()):
+        dist.all_reduce(t)
     mean = (total[0] / total[1].clamp(min=1)).item()
-    return mean, math.exp(min(mean, 50.0))
+    by = {label: {name: {"loss": round(acc[0, j].item() / acc[1, j].item(), 6),
+                         "tokens": int(acc[1, j].item())}
+                  for j, name in enumerate(names[label]) if acc[1, j].item() > 0}
+          for label, acc in sums.items()}  # fmt: skip
+    return Evaluation(mean, perplexity(mean), by)
 
 
 class Metrics:
@@ -198,6 +242,21 @@ class Run:
         return self.cfg.micro_batch * self.cfg.grad_accum * dist.get_world_size() * self.seq_len
 
 
+def held_out(tokens: Path, cfg: PretrainConfig) -> TokenShards:
+    """The held-out split evaluated: the run's own, or that of `pretrain.eval_tokens`, which
+    must have been encoded with the same tokenizer and sequence length."""
+    own = TokenShards(tokens, "heldout")
+    if cfg.eval_tokens is None:
+        return own
+    other = TokenShards(Path(cfg.eval_tokens), "heldout")
+    for key in ("tokenizer_sha256", "seq_len"):
+        if other.manifest[key] != own.manifest[key]:
+            theirs, ours = other.manifest[key], own.manifest[key]
+            raise ValueError(f"pretrain.eval_tokens {cfg.eval_tokens}: {key} {theirs}, "
+                             f"not the training tokens' {ours}")  # fmt: skip
+    return other
+
+
 def setup(run_dir: Path) -> Run:
     """Join the process group and build this rank's data, model and engine from run.json.
 
@@ -214,7 +273,7 @@ def setup(run_dir: Path) -> Run:
     rank, world = dist.get_rank(), dist.get_world_size()
 
     tokens = Path(spec["tokens"])
-    train_set, heldout = TokenShards(tokens, "train"), TokenShards(tokens, "heldout")
+    train_set, heldout = TokenShards(tokens, "train"), held_out(tokens, cfg)
     meta = train_set.manifest
     gpt = cfg.gpt_config(meta["vocab_size"], meta["seq_len"])
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every run
@@ -299,13 +358,14 @@ def save_checkpoint(run: Run, batches: Batches, step: int) -> None:
                                client_state={"step": step, "sampler": states})  # fmt: skip
 
 
-def write_final(run: Run, step: int, eval_loss: float, ppl: float) -> None:
+def write_final(run: Run, step: int, result: Evaluation) -> None:
     """Rank 0 writes final.json: the last step, its held-out loss and perplexity, the whole
     model's parameter count and FLOPs per token (the MFU's inputs), and whether it ran
     compiled."""
     if dist.get_rank() == 0:
         checkpoint = str(run.checkpoints / f"step{step:08d}")
-        final = {"step": step, "eval_loss": eval_loss, "perplexity": ppl,
+        final = {"step": step, "eval_loss": result.loss, "perplexity": result.perplexity,
+                 **{f"eval_by_{k}": v for k, v in result.by.items()},
                  "checkpoint": checkpoint, "params": run.params,
                  "flops_per_token": run.flops_per_token,
                  "compiled": bool(run.engine.is_compiled)}  # fmt: skip
@@ -322,7 +382,7 @@ def train(run_dir: Path) -> None:
     run = setup(run_dir)
     cfg, step = run.cfg, resume(run)
     batches, window = Batches(run, step * cfg.grad_accum), Window()
-    eval_loss = ppl = None
+    result: Evaluation | None = None
     while step < cfg.max_steps:
         loss_sum, digest = train_step(run, batches)
         step, window.steps = step + 1, window.steps + 1
@@ -330,15 +390,15 @@ def train(run_dir: Path) -> None:
         if step % cfg.log_every == 0 or last:
             log_step(run, step, loss_sum, digest, window)
         if step % cfg.eval_every == 0 or last:
-            eval_loss, ppl = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
-            run.metrics.write(step=step, eval_loss=round(eval_loss, 6), perplexity=round(ppl, 3))
+            result = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
+            run.metrics.write(step=step, **result.row())
         if step % cfg.checkpoint_every == 0 or last:
             save_checkpoint(run, batches, step)
         if step % cfg.eval_every == 0 or step % cfg.checkpoint_every == 0:
             window.restart()  # the next window times training steps only
-    if eval_loss is None:  # resumed at the end: evaluate the final weights once more
-        eval_loss, ppl = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
-    write_final(run, step, eval_loss, ppl)
+    if result is None:  # resumed at the end: evaluate the final weights once more
+        result = evaluate(run.engine, run.heldout, run.gpt, cfg, run.special)
+    write_final(run, step, result)
 
 
 def release_shared_memory() -> None:

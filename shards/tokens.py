@@ -52,14 +52,18 @@ class TokenShardWriter:
         dtype: uint16 or uint32.
         pad_id: Fills the last row.
         rows_per_shard: Rows per file.
+        labels: Names of per-token labels written beside the tokens, as columns
+            `label_<name>` of the same shape (uint16 indices: the held-out split's language
+            and source of every token, for evaluation by slice).
     """
 
     def __init__(self, out_dir: Path, row_len: int, dtype: np.dtype, pad_id: int,
-                 rows_per_shard: int) -> None:  # fmt: skip
+                 rows_per_shard: int, labels: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.out_dir, self.row_len, self.dtype = out_dir, row_len, dtype
-        self.pad_id, self.rows_per_shard = pad_id, rows_per_shard
+        self.pad_id, self.rows_per_shard, self.labels = pad_id, rows_per_shard, labels
         self.shards: list[dict[str, Any]] = []
         self._buffer: list[np.ndarray] = []
+        self._label_buffers: dict[str, list[np.ndarray]] = {name: [] for name in labels}
         self._buffered = 0
         self.tokens = 0  # real (non-padding) tokens written
 
@@ -70,9 +74,13 @@ class TokenShardWriter:
         if exc_type is None:
             self.close()
 
-    def add(self, tokens: np.ndarray) -> None:
-        """Append a stream of token ids; full shards are written as they fill."""
+    def add(self, tokens: np.ndarray, labels: dict[str, np.ndarray] | None = None) -> None:
+        """Append a stream of token ids (and each token's `labels`); full shards are written as
+        they fill."""
         self._buffer.append(tokens.astype(self.dtype, copy=False))
+        for name in self.labels:
+            values = labels[name] if labels else np.zeros(len(tokens), np.uint16)
+            self._label_buffers[name].append(values.astype(np.uint16, copy=False))
         self._buffered += len(tokens)
         self.tokens += len(tokens)
         while self._buffered >= self.row_len * self.rows_per_shard:
@@ -87,13 +95,19 @@ class TokenShardWriter:
             self.tokens -= len(pad)
             self._write(rows)
 
+    def _take(self, buffer: list[np.ndarray], n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        flat = np.concatenate(buffer) if len(buffer) > 1 else buffer[0]
+        return flat[:n], [flat[n:]] if len(flat) > n else []
+
     def _write(self, rows: int) -> None:
-        flat = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
         n = rows * self.row_len
-        head, rest = flat[:n], flat[n:]
-        self._buffer, self._buffered = ([rest], len(rest)) if len(rest) else ([], 0)
-        column = pa.FixedSizeListArray.from_arrays(pa.array(head), self.row_len)
-        table = pa.table({"tokens": column})
+        head, self._buffer = self._take(self._buffer, n)
+        self._buffered -= n
+        columns = {"tokens": pa.FixedSizeListArray.from_arrays(pa.array(head), self.row_len)}
+        for name in self.labels:
+            values, self._label_buffers[name] = self._take(self._label_buffers[name], n)
+            columns[f"label_{name}"] = pa.FixedSizeListArray.from_arrays(values, self.row_len)
+        table = pa.table(columns)
         name = shard_name(len(self.shards))
         with atomic_path(self.out_dir / name) as tmp:
             with ipc.new_file(tmp, table.schema) as w:
@@ -115,16 +129,20 @@ class TokenShards:
     def __init__(self, root: Path, split: str, verify: bool = True) -> None:
         self.manifest = json.loads(manifest_path(root).read_text())
         self.row_len = self.manifest["seq_len"] + 1
+        self.label_names: dict[str, list[str]] = self.manifest["splits"][split].get("labels", {})
         self._arrays: list[np.ndarray] = []
+        self._labels: dict[str, list[np.ndarray]] = {name: [] for name in self.label_names}
         for shard in self.manifest["splits"][split]["shards"]:
             path = split_dir(root, split) / shard["path"]
             if verify and sha256_file(path) != shard["sha256"]:
                 raise ValueError(f"{path}: sha256 mismatch (corrupt or modified token shard)")
-            self._arrays.extend(self._map(path))
+            table = ipc.open_file(open_file(path)).read_all()
+            self._arrays.extend(self._map(table.column("tokens")))
+            for name, arrays in self._labels.items():
+                arrays.extend(self._map(table.column(f"label_{name}")))
         self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
 
-    def _map(self, path: Path) -> list[np.ndarray]:
-        column = ipc.open_file(open_file(path)).read_all().column("tokens")
+    def _map(self, column: pa.ChunkedArray) -> list[np.ndarray]:
         # `.values` are the flat ids, still backed by the mapped file: no copy is made.
         return [
             chunk.values.to_numpy(zero_copy_only=True).reshape(-1, self.row_len)
@@ -134,11 +152,13 @@ class TokenShards:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def gather(self, indices: np.ndarray) -> np.ndarray:
-        """Rows at `indices` as one (len(indices), row_len) array."""
+    def gather(self, indices: np.ndarray, label: str | None = None) -> np.ndarray:
+        """Rows at `indices` as one (len(indices), row_len) array: of tokens, or of the
+        per-token indices of `label` into `label_names[label]`."""
+        arrays = self._arrays if label is None else self._labels[label]
         shard = np.searchsorted(self._starts, indices, side="right") - 1
         return np.stack(
-            [self._arrays[s][i - self._starts[s]] for s, i in zip(shard, indices, strict=True)]
+            [arrays[s][i - self._starts[s]] for s, i in zip(shard, indices, strict=True)]
         )
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:

@@ -121,7 +121,9 @@ def token_dir(tmp_path_factory) -> Path:
     import polars as pl
 
     frame = {"doc_id": [r["id"] for r in rows], "text": [r["text"] for r in rows],
-             "lang": [r["lang_hint"] for r in rows]}  # fmt: skip
+             "lang": [r["lang_hint"] for r in rows],
+             "source": [f"file:///corpus/{r['id'].rsplit('-', 1)[0]}.jsonl:{i}"
+                        for i, r in enumerate(rows)]}  # fmt: skip
     pl.DataFrame(frame).write_ipc(root / "part-00000.arrow")
     cfg = TokenizeConfig(vocab_size=512, seq_len=64, heldout_fraction=0.05, rows_per_shard=500)
     tokens = root / "tokens"

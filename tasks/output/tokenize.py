@@ -3,15 +3,21 @@
 In: the text shards (doc_id, text). Out: token shards of a train and a held-out split (see
 `shards.tokens`), rows of `seq_len + 1` token ids (documents joined by the end-of-document
 token), the held-out split chosen by document, the tokenizer, and the token shards' manifest.
-A byte-level BPE tokenizer is
-trained on a bounded sample of the shards unless `tokenizer` names a tokenizer.json. Shards
-are read batch by batch, so memory stays bounded whatever the corpus size.
+A byte-level BPE tokenizer is trained on a bounded sample of the shards unless `tokenizer`
+names a tokenizer.json. Shards are read batch by batch, so memory stays bounded whatever the
+corpus size.
+
+Every held-out token is labelled with its document's language and source, so evaluation can
+report the loss per language and per source. A document's source is the input dataset it
+came from (the first folder of its file under the input it was found in, or the file's own
+name without extension; see `dataset_of`), or the value of `source_field`; sources past the
+`max_sources` first ones seen are labelled "other".
 """
 
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from shards.manifest import shard_paths, void_manifest
 from shards.reader import read_frame
-from shards.schema import AUGMENTED_FROM
+from shards.schema import AUGMENTED_FROM, SOURCE
 from shards.storage import open_file
 from shards.tokens import (
     SPLITS,
@@ -44,6 +50,7 @@ from tasks.records import StageStats
 STAGE = "tokenize"
 EOD, PAD, MASK = "<|endoftext|>", "<|pad|>", "<|mask|>"
 SPECIAL_TOKENS = [EOD, PAD, MASK]
+SLICE_LABELS = ("lang", "source")  # what each held-out token is labelled with
 
 
 class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
@@ -55,6 +62,8 @@ class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
     heldout_fraction: float = Field(0.02, ge=0, lt=1)
     seed: int = 0
     rows_per_shard: int = Field(32768, gt=0)
+    source_field: str | None = Field(None, description="the column naming a document's source")
+    max_sources: int = Field(32, gt=0, description="held-out sources labelled apart")
 
 
 def iter_texts(
@@ -98,6 +107,58 @@ def encode(texts: list[str], tokenizer: Tokenizer, eod_id: int) -> tuple[np.ndar
     lengths = np.array([len(d) for d in docs], dtype=np.int64)
     flat = itertools.chain.from_iterable(docs)
     return np.fromiter(flat, dtype=np.int64, count=int(lengths.sum())), lengths
+
+
+def _root_path(root: str) -> str:
+    """An input URI as the path its files' URIs start with (a glob: its folder)."""
+    path = root.split("://", 1)[1] if "://" in root else str(Path(root).resolve())
+    wild = min((path.find(c) for c in "*?[" if c in path), default=-1)
+    return (path[:wild].rsplit("/", 1)[0] if wild >= 0 else path).rstrip("/")
+
+
+def dataset_of(source: str, roots: list[str]) -> str:
+    """The input dataset of a document's `source` ("<file URI>:<offset>") among the input
+    `roots` (URIs as the inputs were given): the first folder of its file under the longest
+    root it is under, or the file's name without extension."""
+    head, _, offset = source.rpartition(":")
+    path = (head if offset.isdigit() else source).split("://", 1)[-1]
+    for root in sorted(map(_root_path, roots), key=len, reverse=True):
+        rest = path[len(root) + 1 :] if path.startswith(root + "/") else ""
+        if "/" in rest:
+            return rest.split("/", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    return name.split(".", 1)[0] or name
+
+
+class Slices:
+    """Label indices of the held-out split's languages and sources, in order of first use."""
+
+    def __init__(self, cfg: "TokenizeConfig", roots: list[str]) -> None:
+        self.cfg, self.roots = cfg, roots
+        self.names: dict[str, dict[str, int]] = {"lang": {}, "source": {}}
+
+    def _index(self, label: str, value: str, cap: int) -> int:
+        names = self.names[label]
+        if value not in names:
+            value = value if len(names) < cap else "other"
+            names.setdefault(value, len(names))
+        return names[value]
+
+    def of(
+        self, batch: pl.DataFrame, mask: np.ndarray, lengths: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Per-token label indices of the documents of `batch` in `mask` (`lengths` tokens each)."""
+        langs = batch["lang"].fill_null("unknown").to_numpy()[mask]
+        column = self.cfg.source_field or "source"
+        values = batch[column].cast(pl.String).fill_null("unknown").to_numpy()[mask]
+        if self.cfg.source_field is None:
+            values = [dataset_of(v, self.roots) for v in values]
+        lang = [self._index("lang", v, 1 << 16) for v in langs]
+        source = [self._index("source", v, self.cfg.max_sources) for v in values]
+        return {"lang": np.repeat(lang, lengths), "source": np.repeat(source, lengths)}
+
+    def manifest(self) -> dict[str, list[str]]:
+        return {label: list(names) for label, names in self.names.items()}
 
 
 def dict_sum(keys: list[str], values: np.ndarray) -> dict[str, int]:
@@ -149,8 +210,9 @@ def token_stats(manifest: dict[str, Any], seconds: float = 0.0) -> StageStats:
 
 @task(name="tokenize")
 def tokenize(
-    out_dir: Path, shards: list[dict[str, Any]], cfg: TokenizeConfig, fingerprint: str
-) -> StageStats:
+    out_dir: Path, shards: list[dict[str, Any]], cfg: TokenizeConfig, fingerprint: str,
+    inputs: Sequence[str] = (),
+) -> StageStats:  # fmt: skip
     """Write the token shards of the text `shards` in `out_dir` (skipped if already done)."""
     root = tokens_dir(out_dir)
     if (manifest := finished_tokens(root, fingerprint)) is not None:
@@ -160,7 +222,7 @@ def tokenize(
     paths = shard_paths(out_dir, shards)
     tokenizer = load_or_train_tokenizer(cfg, paths, tokenizer_path(root))
     with StageProgress(STAGE, len(paths), unit="text shards") as progress:
-        manifest = write_token_shards(paths, tokenizer, cfg, root, progress.update)
+        manifest = write_token_shards(paths, tokenizer, cfg, root, progress.update, inputs)
     write_token_manifest(root, manifest | {"fingerprint": fingerprint})
     return token_stats(manifest, time.perf_counter() - start)
 
@@ -171,30 +233,35 @@ def write_token_shards(
     cfg: TokenizeConfig,
     root: Path,
     on_shard: Callable[[int], None] = lambda done: None,
+    inputs: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Stream the documents into the train and held-out writers; return the token manifest.
 
-    `on_shard(n)` is called after each text shard, with the number done so far.
+    `on_shard(n)` is called after each text shard, with the number done so far; `inputs` are
+    the run's input URIs, which name the held-out sources (`dataset_of`).
     """
     eod, pad = tokenizer.token_to_id(EOD), tokenizer.token_to_id(PAD)
     dtype = token_dtype(tokenizer.get_vocab_size())
     writers = {
         split: TokenShardWriter(split_dir(root, split), cfg.seq_len + 1, dtype, pad,
-                                cfg.rows_per_shard)
+                                cfg.rows_per_shard, SLICE_LABELS if split == "heldout" else ())
         for split in SPLITS
     }  # fmt: skip
     docs = dict.fromkeys(SPLITS, 0)
     skipped = 0
     tokens_per_lang: Counter[str] = Counter()
+    slices = Slices(cfg, list(inputs))
+    columns = ("doc_id", "text", "lang", AUGMENTED_FROM, SOURCE, cfg.source_field or SOURCE)
     for done, path in enumerate(paths, 1):
-        for batch in iter_texts([path], columns=("doc_id", "text", "lang", AUGMENTED_FROM)):
+        for batch in iter_texts([path], columns=tuple(dict.fromkeys(columns))):
             train, heldout = split_families(batch, cfg)
             skipped += batch.height - int(train.sum()) - int(heldout.sum())  # in neither
             texts, langs = batch["text"].to_list(), batch["lang"].fill_null("unknown").to_list()
             for split, mask in (("train", train), ("heldout", heldout)):
                 ids, lengths = encode([t for t, m in zip(texts, mask, strict=True) if m],
                                       tokenizer, eod)  # fmt: skip
-                writers[split].add(ids)
+                labels = slices.of(batch, mask, lengths) if split == "heldout" else None
+                writers[split].add(ids, labels)
                 docs[split] += int(mask.sum())
                 tokens_per_lang.update(dict_sum([g for g, m in zip(langs, mask, strict=True) if m],
                                                 lengths))  # fmt: skip
@@ -203,7 +270,9 @@ def write_token_shards(
         writer.close()
     counts = {"documents": sum(docs.values()), "rewrites_of_heldout_skipped": skipped,
               "tokens_per_lang": dict(tokens_per_lang.most_common())}  # fmt: skip
-    return token_manifest(tokenizer, cfg, root, counts, writers, docs)
+    manifest = token_manifest(tokenizer, cfg, root, counts, writers, docs)
+    manifest["splits"]["heldout"]["labels"] = slices.manifest()
+    return manifest
 
 
 def token_manifest(

@@ -45,6 +45,19 @@ def test_loss_falls_with_zero_stage(token_dir, tmp_path, stage):
     final = json.loads((tmp_path / "final.json").read_text())
     assert final["step"] == 30 and final["perplexity"] < 512
     assert final["compiled"] is False  # `auto`: not on CPU
+    # Per language and per source: weighted by their tokens, the slices' losses add up to the
+    # overall held-out loss, and each label covers the same tokens.
+    for label, least in (("lang", 5), ("source", 5)):
+        slices = final[f"eval_by_{label}"]
+        assert len(slices) >= least, slices
+        tokens = sum(v["tokens"] for v in slices.values())
+        weighted = sum(v["loss"] * v["tokens"] for v in slices.values()) / tokens
+        assert weighted == pytest.approx(final["eval_loss"], rel=1e-5)
+    assert tokens == sum(v["tokens"] for v in final["eval_by_lang"].values())
+    assert "xquad-en" in final["eval_by_source"] and "en" in final["eval_by_lang"]
+    evals = [r for r in read_metrics(tmp_path) if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [10, 20, 30]
+    assert evals[-1]["eval_by_lang"] == final["eval_by_lang"]
     # The whole model's count, also when ZeRO-3 holds a shard of it on each rank, in
     # final.json and in the FLOPs behind MFU (peak 1 TFLOPS per rank, 2 ranks).
     manifest = json.loads((token_dir / "manifest.json").read_text())
