@@ -10,6 +10,7 @@ refinery report --output DIR
 refinery gc --output DIR [--delete]
 refinery tokenizer train --input DIR --output FILE
 refinery pretrain --tokens DIR --run DIR [--resume]
+refinery ablate --recipes FILE --output DIR [--input URI...] [--set section.key=value ...]
 refinery train-quality --positive URI... --negative URI... --output FILE
 """
 
@@ -23,7 +24,8 @@ from flows.config import ConfigError, load_config
 from flows.server import TemporaryServer
 from shards.storage import check_writable, location
 
-FLOW_COMMANDS = {"prepare", "refilter", "pretrain"}  # they run Prefect flows: they need an API
+# They run Prefect flows: they need an API.
+FLOW_COMMANDS = {"prepare", "refilter", "pretrain", "ablate"}
 
 
 def runner_sets(args: argparse.Namespace) -> list[str]:
@@ -189,6 +191,30 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from flows.config import load_recipes
+    from shards.storage import is_remote
+    from tasks.ingest.inputs import discover
+
+    recipes = load_recipes(args.recipes, [*args.sets, *runner_sets(args)])
+    if args.input:
+        recipes = recipes.model_copy(update={"inputs": args.input})
+    if not recipes.inputs:
+        raise ConfigError(f"{args.recipes}: no inputs: list them under `inputs` or give --input")
+    if is_remote(args.output):
+        raise ConfigError(f"ablate writes to a local folder, not {args.output}")
+    discover(recipes.inputs)  # a missing input fails here, before any work
+    check_writable(args.output)
+    from flows.ablate import ablate
+    from model.compare import markdown
+
+    with prefect_api(args):
+        rows = ablate(recipes=recipes, output=str(args.output))
+    print(markdown(rows))
+    print(f"refinery: {len(rows)} recipes compared in {args.output}/comparison.html")
+    return 0
+
+
 def cmd_train_quality(args: argparse.Namespace) -> int:
     from tasks.filter.quality_model import read_texts, train_quality_model
 
@@ -291,6 +317,17 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
 
 
+def add_ablate(sub: argparse._SubParsersAction) -> None:
+    """`refinery ablate`: its arguments."""
+    a = sub.add_parser("ablate", help="compare data recipes by training the same model on each")
+    a.add_argument("--recipes", type=Path, required=True, metavar="FILE", help="recipes YAML")
+    a.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    a.add_argument("--input", "-i", nargs="+", action="extend", metavar="URI",
+                   help="inputs (instead of the recipes file's)")  # fmt: skip
+    add_set_flag(a, "SECTION.KEY=VALUE", "override a key of the base config (repeatable)")
+    add_runner_flags(a)
+
+
 def add_train_quality(sub: argparse._SubParsersAction) -> None:
     """`refinery train-quality`: its arguments."""
     q = sub.add_parser("train-quality", help="train the fastText classifier for quality.model")
@@ -318,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_crawl, add_prepare, add_output_commands, add_tokenizer, add_pretrain,
-                add_train_quality):  # fmt: skip
+                add_ablate, add_train_quality):  # fmt: skip
         add(sub)
     return parser
 
@@ -333,6 +370,7 @@ COMMANDS = {
     "gc": cmd_gc,
     "tokenizer": cmd_tokenizer,
     "pretrain": cmd_pretrain,
+    "ablate": cmd_ablate,
     "train-quality": cmd_train_quality,
 }
 

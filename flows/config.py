@@ -8,6 +8,7 @@ any work, with one line naming them.
 """
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -187,3 +188,63 @@ def refilter_config(finished: dict[str, Any], sets: list[str]) -> PipelineConfig
             "quality.bad_words_ignore and quality.enabled change the signals: run prepare"
         )
     return new
+
+
+RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# What every recipe of an ablation shares, so their models are compared on equal terms.
+SHARED_SECTIONS = ("tokenize", "pretrain")
+
+
+class Recipes(BaseModel, frozen=True):
+    """An ablation: the inputs, and each recipe's whole config (the base with its overlay)."""
+
+    inputs: list[str]
+    configs: dict[str, PipelineConfig]
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overlay.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+def load_recipes(path: Path, sets: list[str] = ()) -> Recipes:
+    """Read an ablation's recipes file (see README, "Comparing data recipes").
+
+    `inputs` (URIs as `--input` takes them; paths are relative to the recipes file), `base` (a
+    config file, relative to the recipes file), `set` (`--set` pairs on the base) and
+    `recipes` (name -> config overlay, a nested mapping).
+    `sets` are more `--set` pairs on the base, from the command line.
+
+    Raises:
+        ConfigError: naming the recipe and the key that is wrong, or a recipe that changes
+            what all recipes share (tokenize, pretrain).
+    """
+    spec = _read_yaml(path)
+    unknown = set(spec) - {"inputs", "base", "set", "recipes"}
+    if unknown:
+        raise ConfigError(f"recipes file {path}: unknown key {sorted(unknown)[0]!r}")
+    recipes = spec.get("recipes") or {}
+    if not isinstance(recipes, dict) or len(recipes) < 2:
+        raise ConfigError(f"recipes file {path}: `recipes` must map two or more names to overlays")
+    base = _read_yaml(path.parent / spec["base"]) if spec.get("base") else {}
+    base_cfg = _validate(base, [*spec.get("set", []), *sets])
+    tree = base_cfg.model_dump(mode="json")
+    configs = {}
+    for name, overlay in recipes.items():
+        if not RECIPE_NAME.fullmatch(str(name)):
+            raise ConfigError(f"recipe {name!r}: use letters, digits, '.', '_' and '-'")
+        try:
+            cfg = _validate(_merge(tree, overlay or {}), [])
+        except ConfigError as e:
+            raise ConfigError(f"recipe {name!r}: {e}") from None
+        for section in SHARED_SECTIONS:
+            if getattr(cfg, section) != getattr(base_cfg, section):
+                raise ConfigError(f"recipe {name!r} changes {section}: every recipe shares it; "
+                                  "set it in the base")  # fmt: skip
+        configs[str(name)] = cfg
+    inputs = [str(i) if "://" in str(i) else os.path.normpath(path.parent / str(i))
+              for i in spec.get("inputs") or []]  # fmt: skip
+    return Recipes(inputs=inputs, configs=configs)

@@ -15,6 +15,7 @@ name without extension; see `dataset_of`), or the value of `source_field`; sourc
 """
 
 import itertools
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -111,7 +112,7 @@ def encode(texts: list[str], tokenizer: Tokenizer, eod_id: int) -> tuple[np.ndar
 
 def _root_path(root: str) -> str:
     """An input URI as the path its files' URIs start with (a glob: its folder)."""
-    path = root.split("://", 1)[1] if "://" in root else str(Path(root).resolve())
+    path = os.path.normpath(root.split("://", 1)[1]) if "://" in root else str(Path(root).resolve())
     wild = min((path.find(c) for c in "*?[" if c in path), default=-1)
     return (path[:wild].rsplit("/", 1)[0] if wild >= 0 else path).rstrip("/")
 
@@ -121,7 +122,7 @@ def dataset_of(source: str, roots: list[str]) -> str:
     `roots` (URIs as the inputs were given): the first folder of its file under the longest
     root it is under, or the file's name without extension."""
     head, _, offset = source.rpartition(":")
-    path = (head if offset.isdigit() else source).split("://", 1)[-1]
+    path = os.path.normpath((head if offset.isdigit() else source).split("://", 1)[-1])
     for root in sorted(map(_root_path, roots), key=len, reverse=True):
         rest = path[len(root) + 1 :] if path.startswith(root + "/") else ""
         if "/" in rest:
