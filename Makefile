@@ -17,11 +17,12 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: setup shards pretrain test test-crash lint format s3 server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment bench-orchestration bench-e2e bench-scale bench-gpu calibrate-quality clean help
+.PHONY: setup shards pretrain ablate test test-crash lint format s3 server server-stop worker deploy sample bench bench-venv bench-dedup bench-langid bench-filters bench-extract bench-urls bench-augment bench-orchestration bench-e2e bench-scale bench-gpu calibrate-quality clean help
 
 help:
 	@echo "make shards   run the prepare flow on the bundled sample (IN=, OUT=, CONFIG= to override)"
 	@echo "make pretrain train the tiny model on those shards (2 CPU ranks, DeepSpeed ZeRO-2)"
+	@echo "make ablate   compare three data recipes on the sample by training the tiny model on each (CPU)"
 	@echo "make test     run the test suite"
 	@echo "make test-crash  kill prepare with SIGKILL 22 times (seeded), check each resumed run"
 	@echo "make lint     ruff check and format check"
@@ -63,6 +64,12 @@ shards: $(STAMP)
 pretrain: $(STAMP)
 	@test -f $(OUT)/tokens/manifest.json || { echo "make pretrain: no token shards in $(OUT): run make shards first"; exit 2; }
 	$(BIN)/refinery pretrain --tokens $(OUT)/tokens --run $(RUN) --config $(CONFIG) --resume
+
+# Three recipes of infra/recipes/sample.yaml on the sample; resumes a killed ablation.
+RECIPES ?= infra/recipes/sample.yaml
+ABLATE ?= data/ablate
+ablate: $(STAMP)
+	$(BIN)/refinery ablate --recipes $(RECIPES) --output $(ABLATE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" --timeout 900

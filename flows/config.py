@@ -200,6 +200,7 @@ class Recipes(BaseModel, frozen=True):
 
     inputs: list[str]
     configs: dict[str, PipelineConfig]
+    eval: list[str] = []  # evaluation texts: every recipe's evaluation set, kept out of training
 
 
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +216,8 @@ def load_recipes(path: Path, sets: list[str] = ()) -> Recipes:
 
     `inputs` (URIs as `--input` takes them; paths are relative to the recipes file), `base` (a
     config file, relative to the recipes file), `set` (`--set` pairs on the base) and
-    `recipes` (name -> config overlay, a nested mapping).
+    `recipes` (name -> config overlay, a nested mapping), and `eval`: texts (URIs) that are
+    every model's evaluation set and an evaluation set `decontam` removes from every recipe.
     `sets` are more `--set` pairs on the base, from the command line.
 
     Raises:
@@ -223,13 +225,20 @@ def load_recipes(path: Path, sets: list[str] = ()) -> Recipes:
             what all recipes share (tokenize, pretrain).
     """
     spec = _read_yaml(path)
-    unknown = set(spec) - {"inputs", "base", "set", "recipes"}
+    unknown = set(spec) - {"inputs", "base", "set", "recipes", "eval"}
     if unknown:
         raise ConfigError(f"recipes file {path}: unknown key {sorted(unknown)[0]!r}")
     recipes = spec.get("recipes") or {}
     if not isinstance(recipes, dict) or len(recipes) < 2:
         raise ConfigError(f"recipes file {path}: `recipes` must map two or more names to overlays")
+
+    def located(uris: list[str]) -> list[str]:  # relative to the recipes file
+        return [u if "://" in u else os.path.normpath(path.parent / u) for u in map(str, uris)]
+
     base = _read_yaml(path.parent / spec["base"]) if spec.get("base") else {}
+    evals = located(spec.get("eval") or [])
+    if evals:  # decontaminated from every recipe
+        base.setdefault("decontam", {}).setdefault("eval_sets", {})["eval"] = evals
     base_cfg = _validate(base, [*spec.get("set", []), *sets])
     tree = base_cfg.model_dump(mode="json")
     configs = {}
@@ -245,6 +254,4 @@ def load_recipes(path: Path, sets: list[str] = ()) -> Recipes:
                 raise ConfigError(f"recipe {name!r} changes {section}: every recipe shares it; "
                                   "set it in the base")  # fmt: skip
         configs[str(name)] = cfg
-    inputs = [str(i) if "://" in str(i) else os.path.normpath(path.parent / str(i))
-              for i in spec.get("inputs") or []]  # fmt: skip
-    return Recipes(inputs=inputs, configs=configs)
+    return Recipes(inputs=located(spec.get("inputs") or []), configs=configs, eval=evals)

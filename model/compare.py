@@ -48,14 +48,18 @@ def largest(rows: list[dict[str, Any]], key: str) -> list[str]:
     return names[:SLICE_COLUMNS]
 
 
+def rounded(loss: float | None) -> float | None:
+    return None if loss is None else round(loss, 4)
+
+
 def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The comparison as flat rows (one per recipe), as a table artifact shows them."""
     langs, sources = largest(rows, "by_lang"), largest(rows, "by_source")
     return [
         {"recipe": r["recipe"], "kept": r["kept"], "train tokens": r["train_tokens"],
          "held-out loss": r["eval_loss"], "perplexity": r["perplexity"],
-         **{f"loss {lang}": r["by_lang"].get(lang) for lang in langs},
-         **{f"loss {src}": r["by_source"].get(src) for src in sources}}
+         **{f"loss lang:{lang}": rounded(r["by_lang"].get(lang)) for lang in langs},
+         **{f"loss source:{src}": rounded(r["by_source"].get(src)) for src in sources}}
         for r in rows
     ]  # fmt: skip
 

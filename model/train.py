@@ -206,7 +206,8 @@ class Metrics:
         if self.rank == 0:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{LOG_PREFIX} " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            shown = " ".join(f"{k}={v}" for k, v in row.items() if not isinstance(v, dict))
+            print(f"{LOG_PREFIX} {shown}", flush=True)  # per-slice figures in the file only
 
 
 @dataclass

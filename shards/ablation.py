@@ -4,6 +4,8 @@
                                 its work/ holds each stage once per fingerprint, so a stage
                                 that recipes share is computed once
     <out>/tokenizer.json        the tokenizer all recipes are encoded with
+    <out>/eval/                 with `eval` texts named: their prepare output, all of it
+                                held out (eval/tokens/), every model's evaluation set
     <out>/recipes/<name>/       one recipe's results, copied from data/ when its prepare ends:
                                 manifest.json, shards, ledger/, tokens/, report/; then run/,
                                 its pretraining run
@@ -27,6 +29,11 @@ from shards.workdir import report_dir
 
 def data_dir(out: Path) -> Path:
     return out / "data"
+
+
+def eval_dir(out: Path) -> Path:
+    """The prepare output of the evaluation texts an ablation names."""
+    return out / "eval"
 
 
 def shared_tokenizer(out: Path) -> Path:

@@ -16,7 +16,6 @@ and quotes the first shared n-gram. A translation shares no n-gram with its sour
 """
 
 import functools
-import hashlib
 import json
 import re
 import unicodedata
@@ -29,6 +28,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 from prefect import task
 from pydantic import BaseModel, Field, field_validator
 
@@ -41,7 +41,7 @@ from tasks.records import TEXT, Rule, StageResult, StageStats, apply_rules
 
 STAGE = "decontam"
 OVERLAP = "decontam_overlap"
-WORDS_VERSION = 1  # in the index key: a change to how text is cut into words rebuilds indexes
+WORDS_VERSION = 2  # in the index key: a change to how text is cut into words rebuilds indexes
 _NO_SPACE = (
     "\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff"
     "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
@@ -91,7 +91,7 @@ def words(text: str) -> tuple[str, list[re.Match[str]]]:
 
 @functools.lru_cache(maxsize=1 << 20)
 def word_hash(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+    return xxhash.xxh3_64_intdigest(word.encode())
 
 
 def gram_hashes(ids: np.ndarray, n: int) -> np.ndarray:

@@ -60,7 +60,7 @@ class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
     vocab_size: int = Field(8192, ge=256 + len(SPECIAL_TOKENS))
     train_docs: int = Field(20_000, gt=0, description="documents sampled to train the tokenizer")
     seq_len: int = Field(256, gt=0, description="tokens a model sees per sequence")
-    heldout_fraction: float = Field(0.02, ge=0, lt=1)
+    heldout_fraction: float = Field(0.02, ge=0, le=1, description="1: an evaluation set")
     seed: int = 0
     rows_per_shard: int = Field(32768, gt=0)
     source_field: str | None = Field(None, description="the column naming a document's source")
