@@ -47,13 +47,14 @@ setup: $(STAMP)
 
 # Order matters: torch (CPU build) first so nothing pulls a CUDA one, then deepspeed built
 # against it without isolation, then the rest under the full set of constraints.
-$(STAMP): pyproject.toml infra/requirements.txt infra/constraints.txt
+$(STAMP): pyproject.toml infra/requirements.txt infra/requirements-test.txt infra/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c infra/constraints.txt numpy ninja packaging psutil py-cpuinfo pydantic hjson
 	$(BIN)/pip install --quiet --no-build-isolation -c infra/constraints.txt deepspeed==0.19.8
 	$(BIN)/pip install --quiet -r infra/requirements.txt -c infra/constraints.txt
+	$(BIN)/pip install --quiet -r infra/requirements-test.txt -c infra/constraints.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

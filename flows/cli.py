@@ -10,6 +10,7 @@ refinery report --output DIR
 refinery gc --output DIR [--delete]
 refinery tokenizer train --input DIR --output FILE
 refinery pretrain --tokens DIR --run DIR [--resume]
+refinery export --output DIR --format megatron|hf [--to URI]
 refinery ablate --recipes FILE --output DIR [--input URI...] [--set section.key=value ...]
 refinery train-quality --positive URI... --negative URI... --output FILE
 """
@@ -191,6 +192,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tasks.output.export import export, export_dir
+
+    to = location(args.to) if args.to else None
+    for fmt in args.format:
+        manifest = export(args.output, fmt, to)
+        counts = ", ".join(f"{s} {v['documents']}" for s, v in manifest["splits"].items())
+        print(f"refinery: {fmt} export at {export_dir(args.output, to, fmt)} ({counts} documents)")
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from flows.config import load_recipes
     from shards.storage import is_remote
@@ -317,6 +329,15 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
 
 
+def add_export(sub: argparse._SubParsersAction) -> None:
+    """`refinery export`: its arguments."""
+    x = sub.add_parser("export", help="a finished output in Megatron's or Hugging Face's format")
+    x.add_argument("--output", "-o", required=True, metavar="DIR", help="a finished output")
+    x.add_argument("--format", "-f", nargs="+", action="extend", required=True,
+                   choices=["megatron", "hf"], help="one or more formats")  # fmt: skip
+    x.add_argument("--to", metavar="URI", help="where (default <output>/export/<format>)")
+
+
 def add_ablate(sub: argparse._SubParsersAction) -> None:
     """`refinery ablate`: its arguments."""
     a = sub.add_parser("ablate", help="compare data recipes by training the same model on each")
@@ -355,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinery", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_crawl, add_prepare, add_output_commands, add_tokenizer, add_pretrain,
-                add_ablate, add_train_quality):  # fmt: skip
+                add_export, add_ablate, add_train_quality):  # fmt: skip
         add(sub)
     return parser
 
@@ -370,6 +391,7 @@ COMMANDS = {
     "gc": cmd_gc,
     "tokenizer": cmd_tokenizer,
     "pretrain": cmd_pretrain,
+    "export": cmd_export,
     "ablate": cmd_ablate,
     "train-quality": cmd_train_quality,
 }

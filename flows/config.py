@@ -27,6 +27,7 @@ from tasks.filter.decontam import DecontamConfig
 from tasks.filter.langid import LangIdConfig
 from tasks.filter.quality import QualityConfig
 from tasks.ingest.ingest import IngestConfig
+from tasks.output.export import ExportConfig
 from tasks.output.tokenize import TokenizeConfig
 from tasks.output.write_shards import ShardsConfig
 from tasks.web.crawl import CrawlConfig
@@ -97,6 +98,7 @@ class PipelineConfig(BaseModel, frozen=True, extra="forbid"):
     augment: AugmentConfig = AugmentConfig()
     shards: ShardsConfig = ShardsConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
+    export: ExportConfig = ExportConfig()
     pretrain: PretrainConfig = PretrainConfig()
 
 

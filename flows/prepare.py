@@ -49,6 +49,7 @@ from tasks.filter.langid import langid
 from tasks.filter.quality import quality
 from tasks.ingest.ingest import ingest
 from tasks.ingest.inputs import InputFile, discover, plan_partitions
+from tasks.output.export import export_output
 from tasks.output.report import write_report
 from tasks.output.tokenize import tokenize
 from tasks.output.write_shards import publish_ledger, write_run_manifest, write_shards
@@ -379,6 +380,9 @@ def filter_and_write(
     )
     report = write_report(out)
     publish_summary(manifest, out, report)
+    if cfg.export.formats:  # after the manifest: an export reads a finished output
+        to = location(cfg.export.to) if cfg.export.to else None
+        export_output(out, cfg.export.formats, to)
     return manifest
 
 

@@ -1,0 +1,183 @@
+"""Export: a finished output in the formats other trainers read.
+
+- `megatron`: Megatron-LM / NeMo's indexed dataset, `<split>_text_document.bin` and `.idx`
+  per split. Every document is one entry: its tokens under the output's tokenizer, then the
+  end-of-document token, so the entries of a split, joined, are that split's token shards
+  without their padding. The `.idx` is written as megatron-core's `IndexedDatasetBuilder`
+  writes it (header `MMIDIDX`, version 1, dtype code, then the sequence lengths, byte
+  pointers and document indices).
+- `hf`: a Hugging Face `DatasetDict` as `save_to_disk` lays it out, so `datasets.load_from_disk`
+  opens it: one folder per split with Arrow IPC stream files (every shard column, its types
+  kept), `dataset_info.json` and `state.json`.
+
+Documents are split into train and held-out exactly as `tokenize` splits them (by a seeded hash
+of the document, rewrites with their source), so an exported held-out split is the token
+shards' held-out split. Rewrites of held-out documents are in neither, as there, and counted.
+Each export ends with its `manifest.json` (files with bytes and sha256, documents and tokens
+per split, the output's fingerprint), written last: an export whose manifest names the
+output's current fingerprint is done, and a run again skips it. Every file is written
+atomically.
+"""
+
+import json
+import struct
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from prefect import task
+from pydantic import BaseModel, Field
+from tokenizers import Tokenizer
+
+from shards.manifest import manifest_path, read_manifest, shard_paths, void_manifest
+from shards.reader import read_table
+from shards.tokens import SPLITS, tokenizer_path, tokens_dir
+from shards.writer import atomic_path, sha256_file, write_json
+from tasks.output.tokenize import EOD, TokenizeConfig, encode, split_families
+
+FORMATS = ("megatron", "hf")
+MEGATRON_HEADER = b"MMIDIDX\x00\x00"
+MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron-core's codes
+
+
+class ExportConfig(BaseModel, frozen=True, extra="forbid"):
+    """Exports `prepare` writes at its end (none by default), and where."""
+
+    formats: list[Literal["megatron", "hf"]] = []
+    to: str | None = Field(None, description="folder or URI; default <output>/export")
+
+
+def export_dir(out: Path, to: Path | None, fmt: str) -> Path:
+    return (to if to is not None else out / "export") / fmt
+
+
+SKIPPED = "skipped"  # rewrites of held-out documents: in no split, as in the token shards
+
+
+def split_batches(out: Path) -> Iterator[tuple[int, str, pa.Table]]:
+    """(shard number, split, rows) for every text shard of `out`, split as `tokenize` splits;
+    the rows in neither split come as split `SKIPPED`."""
+    manifest = read_manifest(out)
+    cfg = TokenizeConfig.model_validate(manifest["config"]["tokenize"])
+    for number, path in enumerate(shard_paths(out, manifest["shards"])):
+        table = read_table(path)
+        train, heldout = split_families(pl.from_arrow(table), cfg)  # type: ignore[arg-type]
+        for split, mask in (("train", train), ("heldout", heldout), (SKIPPED, ~(train | heldout))):
+            yield number, split, table.filter(pa.array(mask))
+
+
+def file_entry(path: Path, root: Path) -> dict[str, Any]:
+    return {"path": str(path.relative_to(root)), "bytes": path.stat().st_size,
+            "sha256": sha256_file(path)}  # fmt: skip
+
+
+def megatron_index(lengths: np.ndarray, dtype: np.dtype) -> bytes:
+    """The `.idx` bytes of one entry per document of `lengths` tokens."""
+    pointers = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)]) * dtype.itemsize
+    documents = np.arange(len(lengths) + 1, dtype=np.int64)
+    return b"".join([
+        MEGATRON_HEADER, struct.pack("<Q", 1), struct.pack("<B", MEGATRON_DTYPES[dtype]),
+        struct.pack("<Q", len(lengths)), struct.pack("<Q", len(documents)),
+        lengths.astype(np.int32).tobytes(), pointers.astype(np.int64).tobytes(),
+        documents.tobytes(),
+    ])  # fmt: skip
+
+
+def write_megatron(out: Path, dest: Path) -> dict[str, Any]:
+    """The documents as Megatron's indexed dataset in `dest`; the splits' counts."""
+    if not tokenizer_path(tokens_dir(out)).exists():
+        raise FileNotFoundError(f"{out}: no tokenizer to export with (tokenize.enabled is false)")
+    tokenizer = Tokenizer.from_file(str(tokenizer_path(tokens_dir(out))))
+    eod, vocab = tokenizer.token_to_id(EOD), tokenizer.get_vocab_size()
+    dtype = np.dtype(np.uint16) if vocab < 65500 else np.dtype(np.int32)  # as megatron picks
+    lengths: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    with ExitStack() as stack:  # each .bin takes its name only once every shard is in
+        tmp = {s: stack.enter_context(atomic_path(dest / f"{s}_text_document.bin")) for s in SPLITS}
+        files = {s: stack.enter_context(open(tmp[s], "wb")) for s in SPLITS}
+        for _, split, rows in split_batches(out):
+            if split != SKIPPED:
+                ids, counts = encode(rows.column("text").to_pylist(), tokenizer, eod)
+                files[split].write(ids.astype(dtype).tobytes())
+                lengths[split].append(counts)
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        sizes = np.concatenate(lengths[split]) if lengths[split] else np.zeros(0, np.int64)
+        with atomic_path(dest / f"{split}_text_document.idx") as idx:
+            idx.write_bytes(megatron_index(sizes, dtype))
+        names = [dest / f"{split}_text_document.{ext}" for ext in ("bin", "idx")]
+        splits[split] = {"documents": len(sizes), "tokens": int(sizes.sum()),
+                         "files": [file_entry(p, dest) for p in names]}  # fmt: skip
+    return {"dtype": dtype.name, "vocab_size": vocab, "splits": splits}
+
+
+def hf_split_files(dest: Path, split: str, files: list[Path], rows: int, name: str) -> None:
+    """`state.json` and `dataset_info.json` of one split, as `save_to_disk` writes them."""
+    state = {"_data_files": [{"filename": p.name} for p in files], "_fingerprint": name,
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+             "_output_all_columns": False, "_split": split}  # fmt: skip
+    info = {"description": f"refinery output, {split} split", "features": None,
+            "splits": {split: {"name": split, "num_examples": rows}}}  # fmt: skip
+    write_json(state, dest / split / "state.json")
+    write_json(info, dest / split / "dataset_info.json")
+
+
+def write_hf(out: Path, dest: Path) -> dict[str, Any]:
+    """The text shards as a Hugging Face `DatasetDict` in `dest`; the splits' counts."""
+    manifest = read_manifest(out)
+    written: dict[str, list[Path]] = {s: [] for s in SPLITS}
+    rows_in = dict.fromkeys(SPLITS, 0)
+    total = len(manifest["shards"])
+    for number, split, rows in split_batches(out):
+        if split == SKIPPED:
+            continue
+        path = dest / split / f"data-{number:05d}-of-{total:05d}.arrow"
+        with atomic_path(path) as tmp, ipc.new_stream(str(tmp), rows.schema) as writer:
+            writer.write_table(rows)
+        written[split].append(path)
+        rows_in[split] += rows.num_rows
+    for split in SPLITS:
+        name = f"{manifest['fingerprint']}-{split}"
+        hf_split_files(dest, split, written[split], rows_in[split], name)
+    write_json({"splits": list(SPLITS)}, dest / "dataset_dict.json")
+    files = {s: [file_entry(p, dest) for p in written[s]] for s in SPLITS}
+    return {"splits": {s: {"documents": rows_in[s], "files": files[s]} for s in SPLITS}}
+
+
+WRITERS = {"megatron": write_megatron, "hf": write_hf}
+
+
+def export(out: Path, fmt: str, to: Path | None = None) -> dict[str, Any]:
+    """Export the finished output `out` as `fmt` (skipped when it is already exported).
+
+    Returns:
+        The export's manifest.
+    """
+    source = read_manifest(out)
+    dest = export_dir(out, to, fmt)
+    if manifest_path(dest).exists():
+        done = json.loads(manifest_path(dest).read_text())
+        if done.get("source_fingerprint") == source["fingerprint"]:
+            return done
+        void_manifest(dest)  # of an earlier output: written again below
+    result = WRITERS[fmt](out, dest)
+    manifest = {"format": fmt, "source_fingerprint": source["fingerprint"],
+                "kept": source["totals"]["kept"],
+                "rewrites_of_heldout_skipped": sum(r.num_rows for _, split, r in split_batches(out)
+                                                   if split == SKIPPED), **result}  # fmt: skip
+    in_splits = sum(s["documents"] for s in result["splits"].values())
+    if in_splits + manifest["rewrites_of_heldout_skipped"] != manifest["kept"]:
+        raise RuntimeError(f"export {fmt}: {in_splits} documents in the splits, "
+                           f"{manifest['kept']} kept")  # fmt: skip
+    write_json(manifest, manifest_path(dest))
+    return manifest
+
+
+@task(name="export")
+def export_output(out: Path, formats: list[str], to: Path | None) -> list[dict[str, Any]]:
+    """The exports `export.formats` names, at the end of `prepare`."""
+    return [export(out, fmt, to) for fmt in formats]
