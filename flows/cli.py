@@ -193,11 +193,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tasks.output.export import export, export_dir
+    import yaml
+
+    from tasks.output.export import ExportConfig, export, export_dir
 
     to = location(args.to) if args.to else None
+    mixture = ExportConfig(mixture=yaml.safe_load(args.mixture) if args.mixture else {}).mixture
     for fmt in args.format:
-        manifest = export(args.output, fmt, to)
+        manifest = export(args.output, fmt, to, mixture)
         counts = ", ".join(f"{s} {v['documents']}" for s, v in manifest["splits"].items())
         print(f"refinery: {fmt} export at {export_dir(args.output, to, fmt)} ({counts} documents)")
     return 0
@@ -336,6 +339,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--format", "-f", nargs="+", action="extend", required=True,
                    choices=["megatron", "hf"], help="one or more formats")  # fmt: skip
     x.add_argument("--to", metavar="URI", help="where (default <output>/export/<format>)")
+    x.add_argument("--mixture", metavar="YAML", help='train documents by weight: "{lang: {en: 1}}"')
 
 
 def add_ablate(sub: argparse._SubParsersAction) -> None:

@@ -381,8 +381,7 @@ def filter_and_write(
     report = write_report(out)
     publish_summary(manifest, out, report)
     if cfg.export.formats:  # after the manifest: an export reads a finished output
-        to = location(cfg.export.to) if cfg.export.to else None
-        export_output(out, cfg.export.formats, to)
+        export_output(out, cfg.export)
     return manifest
 
 

@@ -63,6 +63,15 @@ def report_training(run_dir: Path, final: dict[str, Any]) -> None:
     plot_loss(rows, run_dir / LOSS_PLOT)
     table = [r for r in rows if "loss" in r]
     create_table_artifact(key="pretrain-metrics", table=table[-20:], description="Last steps")
+    if mixture := final.get("mixture"):
+        groups = [{mixture["by"]: name, **figures} for name, figures in mixture["groups"].items()]
+        create_table_artifact(key="pretrain-mixture", table=groups,
+                              description="Sequences drawn per epoch by the mixture; passes "
+                              "above 1 are upsampling")  # fmt: skip
+        for row in groups:
+            if row["passes"] > 1:
+                get_run_logger().info(f"mixture: {row[mixture['by']]} upsampled, "
+                                      f"{row['passes']} passes over it per epoch")  # fmt: skip
     if slices := slice_table(final):
         create_table_artifact(key="pretrain-slices", table=slices,
                               description="Held-out loss per language and per source")  # fmt: skip

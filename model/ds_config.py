@@ -67,12 +67,20 @@ class PretrainConfig(BaseModel, frozen=True, extra="forbid"):
     num_gpus: int = Field(2, gt=0, description="ranks per machine (processes on CPU)")
     hostfile: str | None = None
     peak_tflops: float | None = Field(None, gt=0, description="per device, for MFU")
+    mixture: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='weights of one label\'s values, e.g. {lang: {en: 0.5, zh: 0.3, "*": 0.2}}',
+    )
 
     @model_validator(mode="after")
     def _model_keys_exist(self) -> "PretrainConfig":
         self.gpt_config(vocab_size=256, seq_len=1)  # raises on an unknown model key
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("`offload_params` needs `zero_stage` 3")
+        if len(self.mixture) > 1:
+            raise ValueError("`mixture` weighs the values of one label (lang, source, ...)")
+        if any(w < 0 for weights in self.mixture.values() for w in weights.values()):
+            raise ValueError("`mixture` weights are 0 or more")
         return self
 
     def gpt_config(self, vocab_size: int, seq_len: int) -> GPTConfig:

@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from model.data import ResumableSampler
+from model.data import Mixture, ResumableSampler
 from model.ds_config import PretrainConfig, deepspeed_config, use_bf16, use_compile, zero_config
 from model.gpt import GPT, IGNORE_INDEX, GPTConfig, clm_batch, flops_per_token, mask_tokens
 from model.launch import CHECKPOINTS, FINAL, LOG_PREFIX, METRICS, RUN_SPEC, release_buffers
+from shards.mixture import weights_of
 from shards.tokens import TokenShards
 from shards.writer import write_json
 
@@ -258,6 +259,23 @@ def held_out(tokens: Path, cfg: PretrainConfig) -> TokenShards:
     return other
 
 
+def mixture_of(cfg: PretrainConfig, train_set: TokenShards) -> Mixture | None:
+    """`pretrain.mixture` over the training sequences (each by its row's label), or None."""
+    if not cfg.mixture:
+        return None
+    ((label, weights),) = cfg.mixture.items()
+    names = train_set.label_names.get(label)
+    if names is None:
+        have = ", ".join(train_set.label_names) or "none"
+        raise ValueError(f"pretrain.mixture: the token shards have no {label!r} labels (they have "
+                         f"{have}; tokenize.label_columns adds shard columns)")  # fmt: skip
+    unknown = sorted(set(weights) - set(names) - {"*"})
+    if unknown:
+        raise ValueError(f"pretrain.mixture: no {label} {unknown[0]!r} in the training tokens "
+                         f"(they have {', '.join(names)})")  # fmt: skip
+    return Mixture(names, train_set.row_labels(label).astype(np.int64), weights_of(names, weights))
+
+
 def setup(run_dir: Path) -> Run:
     """Join the process group and build this rank's data, model and engine from run.json.
 
@@ -285,7 +303,8 @@ def setup(run_dir: Path) -> Run:
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds)
     if use_compile(cfg, on_gpu):  # in place: the checkpoints' keys stay those of the model
         engine.compile()
-    sampler = ResumableSampler(len(train_set), world, rank, cfg.micro_batch, cfg.seed)
+    sampler = ResumableSampler(len(train_set), world, rank, cfg.micro_batch, cfg.seed,
+                               mixture_of(cfg, train_set))  # fmt: skip
     metrics = Metrics(run_dir / METRICS)
     return Run(run_dir, cfg, gpt, meta["special_tokens"], train_set, heldout, engine, sampler,
                metrics, peak_tflops(cfg), params)  # fmt: skip
@@ -370,6 +389,8 @@ def write_final(run: Run, step: int, result: Evaluation) -> None:
                  "checkpoint": checkpoint, "params": run.params,
                  "flops_per_token": run.flops_per_token,
                  "compiled": bool(run.engine.is_compiled)}  # fmt: skip
+        if (mix := run.sampler.mixture) is not None:
+            final["mixture"] = {"by": next(iter(run.cfg.mixture)), "groups": mix.summary()}
         write_json(final, run.dir / FINAL)
     dist.barrier()
 

@@ -52,15 +52,20 @@ class TokenShardWriter:
         dtype: uint16 or uint32.
         pad_id: Fills the last row.
         rows_per_shard: Rows per file.
-        labels: Names of per-token labels written beside the tokens, as columns
-            `label_<name>` of the same shape (uint16 indices: the held-out split's language
-            and source of every token, for evaluation by slice).
+        labels: Names of labels written beside the tokens as columns `label_<name>` (uint16
+            indices into names the manifest lists: language, source): per token, of the same
+            shape as the tokens (the held-out split, for evaluation by slice), or with
+            `per_row` one per row, the label of the row's middle token (the train split, for
+            mixtures).
+        per_row: Whether the labels are written per row rather than per token.
     """
 
     def __init__(self, out_dir: Path, row_len: int, dtype: np.dtype, pad_id: int,
-                 rows_per_shard: int, labels: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 rows_per_shard: int, labels: tuple[str, ...] = (),
+                 per_row: bool = False) -> None:  # fmt: skip
         self.out_dir, self.row_len, self.dtype = out_dir, row_len, dtype
         self.pad_id, self.rows_per_shard, self.labels = pad_id, rows_per_shard, labels
+        self.per_row = per_row
         self.shards: list[dict[str, Any]] = []
         self._buffer: list[np.ndarray] = []
         self._label_buffers: dict[str, list[np.ndarray]] = {name: [] for name in labels}
@@ -106,7 +111,10 @@ class TokenShardWriter:
         columns = {"tokens": pa.FixedSizeListArray.from_arrays(pa.array(head), self.row_len)}
         for name in self.labels:
             values, self._label_buffers[name] = self._take(self._label_buffers[name], n)
-            columns[f"label_{name}"] = pa.FixedSizeListArray.from_arrays(values, self.row_len)
+            if self.per_row:
+                columns[f"label_{name}"] = pa.array(values[self.row_len // 2 :: self.row_len])
+            else:
+                columns[f"label_{name}"] = pa.FixedSizeListArray.from_arrays(values, self.row_len)
         table = pa.table(columns)
         name = shard_name(len(self.shards))
         with atomic_path(self.out_dir / name) as tmp:
@@ -139,7 +147,11 @@ class TokenShards:
             table = ipc.open_file(open_file(path)).read_all()
             self._arrays.extend(self._map(table.column("tokens")))
             for name, arrays in self._labels.items():
-                arrays.extend(self._map(table.column(f"label_{name}")))
+                column = table.column(f"label_{name}")
+                if pa.types.is_fixed_size_list(column.type):  # per token
+                    arrays.extend(self._map(column))
+                else:  # per row
+                    arrays.extend(chunk.to_numpy() for chunk in column.chunks)
         self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
 
     def _map(self, column: pa.ChunkedArray) -> list[np.ndarray]:
@@ -151,6 +163,13 @@ class TokenShards:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def row_labels(self, label: str) -> np.ndarray:
+        """Every row's index of `label` (into `label_names[label]`), in row order."""
+        arrays = self._labels[label]
+        if arrays and arrays[0].ndim == 2:  # per token: the row's middle token's
+            return np.concatenate([a[:, self.row_len // 2] for a in arrays])
+        return np.concatenate(arrays) if arrays else np.zeros(0, np.uint16)
 
     def gather(self, indices: np.ndarray, label: str | None = None) -> np.ndarray:
         """Rows at `indices` as one (len(indices), row_len) array: of tokens, or of the

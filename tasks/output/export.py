@@ -31,11 +31,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 from prefect import task
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from tokenizers import Tokenizer
 
 from shards.manifest import manifest_path, read_manifest, shard_paths, void_manifest
+from shards.mixture import draws, pick, weights_of
 from shards.reader import read_table
+from shards.storage import location
 from shards.tokens import SPLITS, tokenizer_path, tokens_dir
 from shards.writer import atomic_path, sha256_file, write_json
 from tasks.output.tokenize import EOD, TokenizeConfig, encode, split_families
@@ -50,6 +52,15 @@ class ExportConfig(BaseModel, frozen=True, extra="forbid"):
 
     formats: list[Literal["megatron", "hf"]] = []
     to: str | None = Field(None, description="folder or URI; default <output>/export")
+    mixture: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description='train documents by weight, e.g. {lang: {en: 1, "*": 1}}'
+    )
+
+    @model_validator(mode="after")
+    def _one_column(self) -> "ExportConfig":
+        if len(self.mixture) > 1:
+            raise ValueError("`mixture` weighs the values of one shard column")
+        return self
 
 
 def export_dir(out: Path, to: Path | None, fmt: str) -> Path:
@@ -59,16 +70,55 @@ def export_dir(out: Path, to: Path | None, fmt: str) -> Path:
 SKIPPED = "skipped"  # rewrites of held-out documents: in no split, as in the token shards
 
 
-def split_batches(out: Path) -> Iterator[tuple[int, str, pa.Table]]:
+def split_batches(out: Path, mixture: dict[str, dict[str, float]] | None = None
+                  ) -> Iterator[tuple[int, str, pa.Table]]:  # fmt: skip
     """(shard number, split, rows) for every text shard of `out`, split as `tokenize` splits;
-    the rows in neither split come as split `SKIPPED`."""
+    the rows in neither split come as split `SKIPPED`. With a `mixture`, the train rows are
+    each repeated as many times as `mixture_repeats` draws them (none for a row not drawn)."""
     manifest = read_manifest(out)
     cfg = TokenizeConfig.model_validate(manifest["config"]["tokenize"])
+    repeats = mixture_repeats(out, mixture, cfg)[0] if mixture else None
     for number, path in enumerate(shard_paths(out, manifest["shards"])):
         table = read_table(path)
         train, heldout = split_families(pl.from_arrow(table), cfg)  # type: ignore[arg-type]
         for split, mask in (("train", train), ("heldout", heldout), (SKIPPED, ~(train | heldout))):
-            yield number, split, table.filter(pa.array(mask))
+            rows = table.filter(pa.array(mask))
+            if split == "train" and repeats is not None:
+                rows = rows.take(np.repeat(np.arange(rows.num_rows), repeats[number]))
+            yield number, split, rows
+
+
+def mixture_repeats(out: Path, mixture: dict[str, dict[str, float]], cfg: TokenizeConfig
+                    ) -> tuple[list[np.ndarray], dict[str, Any]]:  # fmt: skip
+    """How often each train document of each shard is drawn by `mixture` (as many draws as
+    train documents, shared by weight over the values of one shard column; see
+    `shards.mixture`), and the mixture's summary."""
+    ((column, weights),) = mixture.items()
+    manifest = read_manifest(out)
+    values, sizes = [], []
+    for path in shard_paths(out, manifest["shards"]):
+        frame = pl.from_arrow(read_table(path))
+        if column not in frame.columns:
+            raise ValueError(f"export.mixture: the shards have no column {column!r}")
+        train, _ = split_families(frame, cfg)  # type: ignore[arg-type]
+        values += (
+            frame[column].cast(pl.String).fill_null("unknown").filter(pl.Series(train)).to_list()
+        )
+        sizes.append(int(train.sum()))
+    names = list(dict.fromkeys(values))
+    index = {name: i for i, name in enumerate(names)}
+    groups = np.array([index[v] for v in values], dtype=np.int64)
+    per_group = np.bincount(groups, minlength=len(names))
+    counts = draws(per_group, weights_of(names, weights), len(groups))
+    chosen = [
+        pick(np.flatnonzero(groups == g), int(c), [cfg.seed, g]) for g, c in enumerate(counts)
+    ]
+    times = np.bincount(np.concatenate([np.zeros(0, np.int64), *chosen]), minlength=len(groups))
+    summary = {name: {"weight": float(w), "documents": int(n), "drawn": int(c),
+                      "passes": round(c / n, 3)}
+               for name, w, n, c in zip(names, weights_of(names, weights), per_group, counts,
+                                        strict=True)}  # fmt: skip
+    return np.split(times, np.cumsum(sizes)[:-1]), {"by": column, "groups": summary}
 
 
 def file_entry(path: Path, root: Path) -> dict[str, Any]:
@@ -88,7 +138,7 @@ def megatron_index(lengths: np.ndarray, dtype: np.dtype) -> bytes:
     ])  # fmt: skip
 
 
-def write_megatron(out: Path, dest: Path) -> dict[str, Any]:
+def write_megatron(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, Any]:
     """The documents as Megatron's indexed dataset in `dest`; the splits' counts."""
     if not tokenizer_path(tokens_dir(out)).exists():
         raise FileNotFoundError(f"{out}: no tokenizer to export with (tokenize.enabled is false)")
@@ -99,7 +149,7 @@ def write_megatron(out: Path, dest: Path) -> dict[str, Any]:
     with ExitStack() as stack:  # each .bin takes its name only once every shard is in
         tmp = {s: stack.enter_context(atomic_path(dest / f"{s}_text_document.bin")) for s in SPLITS}
         files = {s: stack.enter_context(open(tmp[s], "wb")) for s in SPLITS}
-        for _, split, rows in split_batches(out):
+        for _, split, rows in split_batches(out, mixture):
             if split != SKIPPED:
                 ids, counts = encode(rows.column("text").to_pylist(), tokenizer, eod)
                 files[split].write(ids.astype(dtype).tobytes())
@@ -126,19 +176,24 @@ def hf_split_files(dest: Path, split: str, files: list[Path], rows: int, name: s
     write_json(info, dest / split / "dataset_info.json")
 
 
-def write_hf(out: Path, dest: Path) -> dict[str, Any]:
+def write_stream(rows: pa.Table, path: Path) -> Path:
+    """`rows` as an Arrow IPC stream file (what `datasets` maps), atomically."""
+    with atomic_path(path) as tmp, ipc.new_stream(str(tmp), rows.schema) as writer:
+        for batch in rows.to_batches() or [pa.RecordBatch.from_pylist([], rows.schema)]:
+            writer.write_batch(batch)
+    return path
+
+
+def write_hf(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, Any]:
     """The text shards as a Hugging Face `DatasetDict` in `dest`; the splits' counts."""
     manifest = read_manifest(out)
     written: dict[str, list[Path]] = {s: [] for s in SPLITS}
     rows_in = dict.fromkeys(SPLITS, 0)
-    total = len(manifest["shards"])
-    for number, split, rows in split_batches(out):
-        if split == SKIPPED:
+    for number, split, rows in split_batches(out, mixture):
+        # An empty part is written only as a split's first file: `datasets` needs one.
+        if split == SKIPPED or (rows.num_rows == 0 and written[split]):
             continue
-        path = dest / split / f"data-{number:05d}-of-{total:05d}.arrow"
-        with atomic_path(path) as tmp, ipc.new_stream(str(tmp), rows.schema) as writer:
-            writer.write_table(rows)
-        written[split].append(path)
+        written[split].append(write_stream(rows, dest / split / f"data-{number:05d}.arrow"))
         rows_in[split] += rows.num_rows
     for split in SPLITS:
         name = f"{manifest['fingerprint']}-{split}"
@@ -151,26 +206,32 @@ def write_hf(out: Path, dest: Path) -> dict[str, Any]:
 WRITERS = {"megatron": write_megatron, "hf": write_hf}
 
 
-def export(out: Path, fmt: str, to: Path | None = None) -> dict[str, Any]:
-    """Export the finished output `out` as `fmt` (skipped when it is already exported).
+def export(out: Path, fmt: str, to: Path | None = None,
+           mixture: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Export the finished output `out` as `fmt`, its train documents drawn by `mixture` if
+    given (skipped when the same export is there already).
 
     Returns:
         The export's manifest.
     """
-    source = read_manifest(out)
+    source, mixture = read_manifest(out), mixture or {}
     dest = export_dir(out, to, fmt)
     if manifest_path(dest).exists():
         done = json.loads(manifest_path(dest).read_text())
-        if done.get("source_fingerprint") == source["fingerprint"]:
+        same = (done.get("source_fingerprint"), done.get("weights"))
+        if same == (source["fingerprint"], mixture):
             return done
-        void_manifest(dest)  # of an earlier output: written again below
-    result = WRITERS[fmt](out, dest)
-    manifest = {"format": fmt, "source_fingerprint": source["fingerprint"],
-                "kept": source["totals"]["kept"],
-                "rewrites_of_heldout_skipped": sum(r.num_rows for _, split, r in split_batches(out)
-                                                   if split == SKIPPED), **result}  # fmt: skip
+        void_manifest(dest)  # of an earlier output or mixture: written again below
+    result = WRITERS[fmt](out, dest, mixture)
+    skipped = sum(r.num_rows for _, split, r in split_batches(out) if split == SKIPPED)
+    manifest = {"format": fmt, "source_fingerprint": source["fingerprint"], "weights": mixture,
+                "kept": source["totals"]["kept"], "rewrites_of_heldout_skipped": skipped,
+                **result}  # fmt: skip
+    if mixture:
+        cfg = TokenizeConfig.model_validate(source["config"]["tokenize"])
+        manifest["mixture"] = mixture_repeats(out, mixture, cfg)[1]
     in_splits = sum(s["documents"] for s in result["splits"].values())
-    if in_splits + manifest["rewrites_of_heldout_skipped"] != manifest["kept"]:
+    if in_splits + skipped != manifest["kept"]:
         raise RuntimeError(f"export {fmt}: {in_splits} documents in the splits, "
                            f"{manifest['kept']} kept")  # fmt: skip
     write_json(manifest, manifest_path(dest))
@@ -178,6 +239,7 @@ def export(out: Path, fmt: str, to: Path | None = None) -> dict[str, Any]:
 
 
 @task(name="export")
-def export_output(out: Path, formats: list[str], to: Path | None) -> list[dict[str, Any]]:
+def export_output(out: Path, cfg: ExportConfig) -> list[dict[str, Any]]:
     """The exports `export.formats` names, at the end of `prepare`."""
-    return [export(out, fmt, to) for fmt in formats]
+    to = location(cfg.to) if cfg.to else None
+    return [export(out, fmt, to, cfg.mixture) for fmt in cfg.formats]

@@ -51,7 +51,7 @@ from tasks.records import StageStats
 STAGE = "tokenize"
 EOD, PAD, MASK = "<|endoftext|>", "<|pad|>", "<|mask|>"
 SPECIAL_TOKENS = [EOD, PAD, MASK]
-SLICE_LABELS = ("lang", "source")  # what each held-out token is labelled with
+SLICE_LABELS = ("lang", "source")  # what tokens are labelled with (and label_columns)
 
 
 class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
@@ -64,7 +64,10 @@ class TokenizeConfig(BaseModel, frozen=True, extra="forbid"):
     seed: int = 0
     rows_per_shard: int = Field(32768, gt=0)
     source_field: str | None = Field(None, description="the column naming a document's source")
-    max_sources: int = Field(32, gt=0, description="held-out sources labelled apart")
+    max_sources: int = Field(32, gt=0, description="sources (values of a label) kept apart")
+    label_columns: list[str] = Field(
+        [], description="more shard columns to label tokens with (mixtures, evaluation)"
+    )
 
 
 def iter_texts(
@@ -132,11 +135,13 @@ def dataset_of(source: str, roots: list[str]) -> str:
 
 
 class Slices:
-    """Label indices of the held-out split's languages and sources, in order of first use."""
+    """Label indices of the documents' languages, sources and `label_columns`, in order of
+    first use; past `max_sources` values of one label, the rest are "other"."""
 
     def __init__(self, cfg: "TokenizeConfig", roots: list[str]) -> None:
         self.cfg, self.roots = cfg, roots
-        self.names: dict[str, dict[str, int]] = {"lang": {}, "source": {}}
+        self.labels = (*SLICE_LABELS, *cfg.label_columns)
+        self.names: dict[str, dict[str, int]] = {label: {} for label in self.labels}
 
     def _index(self, label: str, value: str, cap: int) -> int:
         names = self.names[label]
@@ -145,18 +150,24 @@ class Slices:
             names.setdefault(value, len(names))
         return names[value]
 
+    def _values(self, batch: pl.DataFrame, label: str) -> list[str]:
+        column = self.cfg.source_field or SOURCE if label == "source" else label
+        values = batch[column].cast(pl.String).fill_null("unknown").to_list()
+        if label == "source" and self.cfg.source_field is None:
+            return [dataset_of(v, self.roots) for v in values]
+        return values
+
     def of(
         self, batch: pl.DataFrame, mask: np.ndarray, lengths: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Per-token label indices of the documents of `batch` in `mask` (`lengths` tokens each)."""
-        langs = batch["lang"].fill_null("unknown").to_numpy()[mask]
-        column = self.cfg.source_field or "source"
-        values = batch[column].cast(pl.String).fill_null("unknown").to_numpy()[mask]
-        if self.cfg.source_field is None:
-            values = [dataset_of(v, self.roots) for v in values]
-        lang = [self._index("lang", v, 1 << 16) for v in langs]
-        source = [self._index("source", v, self.cfg.max_sources) for v in values]
-        return {"lang": np.repeat(lang, lengths), "source": np.repeat(source, lengths)}
+        """Per-token label indices of the documents of `batch` in `mask` (`lengths` tokens
+        each)."""
+        out = {}
+        for label in self.labels:
+            cap = 1 << 16 if label == "lang" else self.cfg.max_sources
+            values = [v for v, m in zip(self._values(batch, label), mask, strict=True) if m]
+            out[label] = np.repeat([self._index(label, v, cap) for v in values], lengths)
+        return out
 
     def manifest(self) -> dict[str, list[str]]:
         return {label: list(names) for label, names in self.names.items()}
@@ -243,16 +254,24 @@ def write_token_shards(
     """
     eod, pad = tokenizer.token_to_id(EOD), tokenizer.token_to_id(PAD)
     dtype = token_dtype(tokenizer.get_vocab_size())
+    slices = Slices(cfg, list(inputs))
     writers = {
         split: TokenShardWriter(split_dir(root, split), cfg.seq_len + 1, dtype, pad,
-                                cfg.rows_per_shard, SLICE_LABELS if split == "heldout" else ())
+                                cfg.rows_per_shard, slices.labels, per_row=split == "train")
         for split in SPLITS
     }  # fmt: skip
     docs = dict.fromkeys(SPLITS, 0)
     skipped = 0
     tokens_per_lang: Counter[str] = Counter()
-    slices = Slices(cfg, list(inputs))
-    columns = ("doc_id", "text", "lang", AUGMENTED_FROM, SOURCE, cfg.source_field or SOURCE)
+    columns = (
+        "doc_id",
+        "text",
+        "lang",
+        AUGMENTED_FROM,
+        SOURCE,
+        cfg.source_field or SOURCE,
+        *cfg.label_columns,
+    )
     for done, path in enumerate(paths, 1):
         for batch in iter_texts([path], columns=tuple(dict.fromkeys(columns))):
             train, heldout = split_families(batch, cfg)
@@ -261,8 +280,7 @@ def write_token_shards(
             for split, mask in (("train", train), ("heldout", heldout)):
                 ids, lengths = encode([t for t, m in zip(texts, mask, strict=True) if m],
                                       tokenizer, eod)  # fmt: skip
-                labels = slices.of(batch, mask, lengths) if split == "heldout" else None
-                writers[split].add(ids, labels)
+                writers[split].add(ids, slices.of(batch, mask, lengths))
                 docs[split] += int(mask.sum())
                 tokens_per_lang.update(dict_sum([g for g, m in zip(langs, mask, strict=True) if m],
                                                 lengths))  # fmt: skip
@@ -272,7 +290,8 @@ def write_token_shards(
     counts = {"documents": sum(docs.values()), "rewrites_of_heldout_skipped": skipped,
               "tokens_per_lang": dict(tokens_per_lang.most_common())}  # fmt: skip
     manifest = token_manifest(tokenizer, cfg, root, counts, writers, docs)
-    manifest["splits"]["heldout"]["labels"] = slices.manifest()
+    for split in SPLITS:
+        manifest["splits"][split]["labels"] = slices.manifest()
     return manifest
 
 

@@ -106,3 +106,27 @@ def test_export_is_skipped_when_done_and_redone_for_a_new_output(output, tmp_pat
         (output / "manifest.json").write_text(json.dumps(data))
     assert again["source_fingerprint"] == "changed" != elsewhere["source_fingerprint"]
     assert again["splits"] == elsewhere["splits"]
+
+
+def test_a_mixture_at_export_draws_train_documents_by_weight(output, tmp_path):
+    import datasets
+
+    mixture = {"lang": {"en": 3.0, "zh": 1.0, "*": 0.0}}  # en three times as often as zh
+    manifest = export(output, "hf", tmp_path, mixture)
+    loaded = datasets.load_from_disk(str(tmp_path / "hf"))
+    train = loaded["train"].to_polars()
+    plain = datasets.load_from_disk(str(output / "export" / "hf"))["train"].to_polars()
+    assert train.height == plain.height  # as many draws as train documents
+    shares = train["lang"].value_counts(normalize=True)
+    share = dict(zip(shares["lang"], shares["proportion"], strict=True))
+    assert set(share) == {"en", "zh"}
+    assert share["en"] == pytest.approx(0.75, abs=0.01)
+    groups = manifest["mixture"]["groups"]
+    assert groups["en"]["drawn"] == train.filter(pl.col("lang") == "en").height
+    assert groups["en"]["passes"] > 1 and groups["de"]["drawn"] == 0
+    # The held-out split is not mixed; a second export with the same weights is skipped.
+    assert loaded["heldout"].num_rows == datasets.load_from_disk(
+        str(output / "export" / "hf"))["heldout"].num_rows  # fmt: skip
+    assert export(output, "hf", tmp_path, mixture) == manifest
+    again = export(output, "megatron", tmp_path, mixture)
+    assert again["splits"]["train"]["documents"] == train.height

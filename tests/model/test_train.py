@@ -82,7 +82,9 @@ def test_loss_falls_with_zero_stage(token_dir, tmp_path, stage):
 def test_killed_run_resumes_with_the_same_batches_and_losses(token_dir, tmp_path, compiled):
     """An uncompiled run to the end, against one killed after a checkpoint and resumed: the
     same batches, and the same losses (to rounding when the second is compiled)."""
-    settings = {"zero_stage": 2, "max_steps": 40, "checkpoint_every": 4}
+    # With a mixture: half English, the other languages sharing the rest by their own weight.
+    settings = {"zero_stage": 2, "max_steps": 40, "checkpoint_every": 4,
+                "mixture": {"lang": {"en": 1.0, "*": 0.1}}}  # fmt: skip
     whole = finish(launch(token_dir, tmp_path / "whole", **settings), tmp_path / "whole")
 
     run = tmp_path / "killed"
@@ -104,4 +106,11 @@ def test_killed_run_resumes_with_the_same_batches_and_losses(token_dir, tmp_path
             assert r["batch_digest"] == after[r["step"]]["batch_digest"], r["step"]
             tolerance = 2e-3 if compiled else 1e-4
             assert r["loss"] == pytest.approx(after[r["step"]]["loss"], rel=tolerance, abs=1e-5)
-    assert json.loads((run / "final.json").read_text())["compiled"] is compiled
+    final = json.loads((run / "final.json").read_text())
+    assert final["compiled"] is compiled
+    groups = final["mixture"]["groups"]
+    drawn = {name: g["drawn"] for name, g in groups.items()}
+    share = drawn["en"] / sum(drawn.values())
+    weights = {name: g["weight"] for name, g in groups.items()}
+    assert share == pytest.approx(1.0 / sum(weights.values()), abs=0.01)
+    assert groups["en"]["passes"] > 1  # English is a small part of the sample: upsampled
