@@ -22,6 +22,7 @@ from model.launch import (
     plot_loss,
     read_final,
     read_metrics,
+    stale_build_locks,
     train_log,
     write_run_spec,
 )
@@ -41,6 +42,9 @@ def launch_training(tokens: Path, run_dir: Path, cfg: PretrainConfig) -> dict[st
         The run's `final.json`.
     """
     logger = get_run_logger()
+    for lock in stale_build_locks():  # a build killed half way: its lock would hang the run
+        logger.warning("removing the stale build lock %s (a killed run left it)", lock)
+        lock.unlink(missing_ok=True)
     command = write_run_spec(tokens, run_dir, cfg)
     logger.info("launching: %s", " ".join(command))
     with StageProgress("pretrain", cfg.max_steps, unit="steps") as progress:

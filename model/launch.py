@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,25 @@ def release_buffers(port: int | str, rank: int | str = "*") -> None:
     """Unlink the buffers of `shm_buffers`; ranks still running keep their mappings."""
     for path in shm_buffers(port, rank):
         path.unlink(missing_ok=True)
+
+
+STALE_BUILD_LOCK_S = 15 * 60  # DeepSpeed's JIT builds (its CPU comm op, CPU Adam) take minutes
+
+
+def stale_build_locks(root: Path | None = None, now: float | None = None) -> list[Path]:
+    """Lock files of torch's JIT extension builds older than `STALE_BUILD_LOCK_S`. A rank
+    killed while building leaves its lock behind, and every later run would wait on it for
+    ever; a live build is over long before.
+
+    Args:
+        root: torch's extensions folder (TORCH_EXTENSIONS_DIR, else ~/.cache/torch_extensions).
+        now: The time to age them at (default: now).
+    """
+    default = Path.home() / ".cache" / "torch_extensions"
+    root = root or Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default)
+    now = time.time() if now is None else now
+    locks = sorted(root.glob("*/*/lock"))
+    return [p for p in locks if now - p.stat().st_mtime > STALE_BUILD_LOCK_S]
 
 
 def free_port() -> int:

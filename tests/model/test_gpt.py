@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -87,3 +89,15 @@ def test_presets_have_their_sizes():
              for p in ("tiny", "125M")}  # fmt: skip
     assert 120e6 < sizes["125M"] < 130e6
     assert sizes["tiny"] < 10e6
+
+
+def test_only_old_build_locks_are_stale(tmp_path):
+    from model.launch import STALE_BUILD_LOCK_S, stale_build_locks
+
+    old, fresh = tmp_path / "py311_cpu" / "fused_adam", tmp_path / "py311_cpu" / "shm_comm"
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / "lock").touch()
+    now = (fresh / "lock").stat().st_mtime + 60
+    os.utime(old / "lock", (now - STALE_BUILD_LOCK_S - 1, now - STALE_BUILD_LOCK_S - 1))
+    assert stale_build_locks(tmp_path, now) == [old / "lock"]
