@@ -195,7 +195,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import yaml
 
-    from tasks.output.export import ExportConfig, export, export_dir
+    from shards.exports import export_dir
+    from tasks.output.export import ExportConfig, export
 
     to = location(args.to) if args.to else None
     mixture = ExportConfig(mixture=yaml.safe_load(args.mixture) if args.mixture else {}).mixture

@@ -34,6 +34,7 @@ from prefect import task
 from pydantic import BaseModel, Field, model_validator
 from tokenizers import Tokenizer
 
+from shards.exports import export_dir, hf_dict, hf_part, hf_split_file, megatron_file
 from shards.manifest import manifest_path, read_manifest, shard_paths, void_manifest
 from shards.mixture import draws, pick, weights_of
 from shards.reader import read_table
@@ -61,10 +62,6 @@ class ExportConfig(BaseModel, frozen=True, extra="forbid"):
         if len(self.mixture) > 1:
             raise ValueError("`mixture` weighs the values of one shard column")
         return self
-
-
-def export_dir(out: Path, to: Path | None, fmt: str) -> Path:
-    return (to if to is not None else out / "export") / fmt
 
 
 SKIPPED = "skipped"  # rewrites of held-out documents: in no split, as in the token shards
@@ -147,7 +144,7 @@ def write_megatron(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, 
     dtype = np.dtype(np.uint16) if vocab < 65500 else np.dtype(np.int32)  # as megatron picks
     lengths: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     with ExitStack() as stack:  # each .bin takes its name only once every shard is in
-        tmp = {s: stack.enter_context(atomic_path(dest / f"{s}_text_document.bin")) for s in SPLITS}
+        tmp = {s: stack.enter_context(atomic_path(megatron_file(dest, s, "bin"))) for s in SPLITS}
         files = {s: stack.enter_context(open(tmp[s], "wb")) for s in SPLITS}
         for _, split, rows in split_batches(out, mixture):
             if split != SKIPPED:
@@ -157,9 +154,9 @@ def write_megatron(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, 
     splits: dict[str, Any] = {}
     for split in SPLITS:
         sizes = np.concatenate(lengths[split]) if lengths[split] else np.zeros(0, np.int64)
-        with atomic_path(dest / f"{split}_text_document.idx") as idx:
+        with atomic_path(megatron_file(dest, split, "idx")) as idx:
             idx.write_bytes(megatron_index(sizes, dtype))
-        names = [dest / f"{split}_text_document.{ext}" for ext in ("bin", "idx")]
+        names = [megatron_file(dest, split, ext) for ext in ("bin", "idx")]
         splits[split] = {"documents": len(sizes), "tokens": int(sizes.sum()),
                          "files": [file_entry(p, dest) for p in names]}  # fmt: skip
     return {"dtype": dtype.name, "vocab_size": vocab, "splits": splits}
@@ -172,8 +169,8 @@ def hf_split_files(dest: Path, split: str, files: list[Path], rows: int, name: s
              "_output_all_columns": False, "_split": split}  # fmt: skip
     info = {"description": f"refinery output, {split} split", "features": None,
             "splits": {split: {"name": split, "num_examples": rows}}}  # fmt: skip
-    write_json(state, dest / split / "state.json")
-    write_json(info, dest / split / "dataset_info.json")
+    write_json(state, hf_split_file(dest, split, "state.json"))
+    write_json(info, hf_split_file(dest, split, "dataset_info.json"))
 
 
 def write_stream(rows: pa.Table, path: Path) -> Path:
@@ -193,12 +190,12 @@ def write_hf(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, Any]:
         # An empty part is written only as a split's first file: `datasets` needs one.
         if split == SKIPPED or (rows.num_rows == 0 and written[split]):
             continue
-        written[split].append(write_stream(rows, dest / split / f"data-{number:05d}.arrow"))
+        written[split].append(write_stream(rows, hf_part(dest, split, number)))
         rows_in[split] += rows.num_rows
     for split in SPLITS:
         name = f"{manifest['fingerprint']}-{split}"
         hf_split_files(dest, split, written[split], rows_in[split], name)
-    write_json({"splits": list(SPLITS)}, dest / "dataset_dict.json")
+    write_json({"splits": list(SPLITS)}, hf_dict(dest))
     files = {s: [file_entry(p, dest) for p in written[s]] for s in SPLITS}
     return {"splits": {s: {"documents": rows_in[s], "files": files[s]} for s in SPLITS}}
 
