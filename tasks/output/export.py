@@ -67,14 +67,13 @@ class ExportConfig(BaseModel, frozen=True, extra="forbid"):
 SKIPPED = "skipped"  # rewrites of held-out documents: in no split, as in the token shards
 
 
-def split_batches(out: Path, mixture: dict[str, dict[str, float]] | None = None
+def split_batches(out: Path, repeats: list[np.ndarray] | None = None
                   ) -> Iterator[tuple[int, str, pa.Table]]:  # fmt: skip
     """(shard number, split, rows) for every text shard of `out`, split as `tokenize` splits;
-    the rows in neither split come as split `SKIPPED`. With a `mixture`, the train rows are
-    each repeated as many times as `mixture_repeats` draws them (none for a row not drawn)."""
+    the rows in neither split come as split `SKIPPED`. With `repeats` (`mixture_repeats`), each
+    train row of shard i is repeated `repeats[i][row]` times (not at all when not drawn)."""
     manifest = read_manifest(out)
     cfg = TokenizeConfig.model_validate(manifest["config"]["tokenize"])
-    repeats = mixture_repeats(out, mixture, cfg)[0] if mixture else None
     for number, path in enumerate(shard_paths(out, manifest["shards"])):
         table = read_table(path)
         train, heldout = split_families(pl.from_arrow(table), cfg)  # type: ignore[arg-type]
@@ -135,7 +134,7 @@ def megatron_index(lengths: np.ndarray, dtype: np.dtype) -> bytes:
     ])  # fmt: skip
 
 
-def write_megatron(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, Any]:
+def write_megatron(out: Path, dest: Path, repeats: list[np.ndarray] | None) -> dict[str, Any]:
     """The documents as Megatron's indexed dataset in `dest`; the splits' counts."""
     if not tokenizer_path(tokens_dir(out)).exists():
         raise FileNotFoundError(f"{out}: no tokenizer to export with (tokenize.enabled is false)")
@@ -143,10 +142,12 @@ def write_megatron(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, 
     eod, vocab = tokenizer.token_to_id(EOD), tokenizer.get_vocab_size()
     dtype = np.dtype(np.uint16) if vocab < 65500 else np.dtype(np.int32)  # as megatron picks
     lengths: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    skipped = 0
     with ExitStack() as stack:  # each .bin takes its name only once every shard is in
         tmp = {s: stack.enter_context(atomic_path(megatron_file(dest, s, "bin"))) for s in SPLITS}
         files = {s: stack.enter_context(open(tmp[s], "wb")) for s in SPLITS}
-        for _, split, rows in split_batches(out, mixture):
+        for _, split, rows in split_batches(out, repeats):
+            skipped += rows.num_rows if split == SKIPPED else 0
             if split != SKIPPED:
                 ids, counts = encode(rows.column("text").to_pylist(), tokenizer, eod)
                 files[split].write(ids.astype(dtype).tobytes())
@@ -159,7 +160,7 @@ def write_megatron(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, 
         names = [megatron_file(dest, split, ext) for ext in ("bin", "idx")]
         splits[split] = {"documents": len(sizes), "tokens": int(sizes.sum()),
                          "files": [file_entry(p, dest) for p in names]}  # fmt: skip
-    return {"dtype": dtype.name, "vocab_size": vocab, "splits": splits}
+    return {"dtype": dtype.name, "vocab_size": vocab, "splits": splits, "skipped": skipped}
 
 
 def hf_split_files(dest: Path, split: str, files: list[Path], rows: int, name: str) -> None:
@@ -181,23 +182,24 @@ def write_stream(rows: pa.Table, path: Path) -> Path:
     return path
 
 
-def write_hf(out: Path, dest: Path, mixture: dict[str, Any]) -> dict[str, Any]:
+def write_hf(out: Path, dest: Path, repeats: list[np.ndarray] | None) -> dict[str, Any]:
     """The text shards as a Hugging Face `DatasetDict` in `dest`; the splits' counts."""
     manifest = read_manifest(out)
     written: dict[str, list[Path]] = {s: [] for s in SPLITS}
-    rows_in = dict.fromkeys(SPLITS, 0)
-    for number, split, rows in split_batches(out, mixture):
+    rows_in = dict.fromkeys([*SPLITS, SKIPPED], 0)
+    for number, split, rows in split_batches(out, repeats):
+        rows_in[split] += rows.num_rows
         # An empty part is written only as a split's first file: `datasets` needs one.
         if split == SKIPPED or (rows.num_rows == 0 and written[split]):
             continue
         written[split].append(write_stream(rows, hf_part(dest, split, number)))
-        rows_in[split] += rows.num_rows
     for split in SPLITS:
         name = f"{manifest['fingerprint']}-{split}"
         hf_split_files(dest, split, written[split], rows_in[split], name)
     write_json({"splits": list(SPLITS)}, hf_dict(dest))
     files = {s: [file_entry(p, dest) for p in written[s]] for s in SPLITS}
-    return {"splits": {s: {"documents": rows_in[s], "files": files[s]} for s in SPLITS}}
+    splits = {s: {"documents": rows_in[s], "files": files[s]} for s in SPLITS}
+    return {"splits": splits, "skipped": rows_in[SKIPPED]}
 
 
 WRITERS = {"megatron": write_megatron, "hf": write_hf}
@@ -219,14 +221,15 @@ def export(out: Path, fmt: str, to: Path | None = None,
         if same == (source["fingerprint"], mixture):
             return done
         void_manifest(dest)  # of an earlier output or mixture: written again below
-    result = WRITERS[fmt](out, dest, mixture)
-    skipped = sum(r.num_rows for _, split, r in split_batches(out) if split == SKIPPED)
+    repeats, drawn = None, None
+    if mixture:  # one pass over the shards' mixture column, before the one that writes
+        cfg = TokenizeConfig.model_validate(source["config"]["tokenize"])
+        repeats, drawn = mixture_repeats(out, mixture, cfg)
+    result = WRITERS[fmt](out, dest, repeats)
+    skipped = result.pop("skipped")
     manifest = {"format": fmt, "source_fingerprint": source["fingerprint"], "weights": mixture,
                 "kept": source["totals"]["kept"], "rewrites_of_heldout_skipped": skipped,
-                **result}  # fmt: skip
-    if mixture:
-        cfg = TokenizeConfig.model_validate(source["config"]["tokenize"])
-        manifest["mixture"] = mixture_repeats(out, mixture, cfg)[1]
+                **result, **({"mixture": drawn} if drawn else {})}  # fmt: skip
     in_splits = sum(s["documents"] for s in result["splits"].values())
     if in_splits + skipped != manifest["kept"]:
         raise RuntimeError(f"export {fmt}: {in_splits} documents in the splits, "
