@@ -107,8 +107,11 @@ def test_scheduled_deployment_runs_on_a_worker(api, tmp_path):
 def test_ui_shows_the_run_and_its_artifacts(api, prepared, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    out, _ = prepared  # not a scheduled run's subflow, which a stopped worker may leave unfinished
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        run = next(r for r in client.read_flow_runs() if r.parent_task_run_id is not None)
+        subflows = [r for r in client.read_flow_runs() if r.parent_task_run_id is not None]
+    (run,) = [r for r in subflows if r.parameters.get("output") == str(out)]
+    assert run.state.is_completed()
     ui = api.removesuffix("/api")
     shot = Path(os.environ.get("REFINERY_SCREENSHOT", tmp_path / "ui.png"))
     flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
