@@ -193,13 +193,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import yaml
-
     from shards.exports import export_dir
-    from tasks.output.export import ExportConfig, export
+    from tasks.output.export import export
 
     to = location(args.to) if args.to else None
-    mixture = ExportConfig(mixture=yaml.safe_load(args.mixture) if args.mixture else {}).mixture
+    mixture = {}
+    if args.mixture:  # inline YAML or a YAML file, checked as the config's `export.mixture`
+        text = Path(args.mixture).read_text() if Path(args.mixture).is_file() else args.mixture
+        mixture = load_config(sets=[f"export.mixture={text}"]).export.mixture
     for fmt in args.format:
         manifest = export(args.output, fmt, to, mixture)
         counts = ", ".join(f"{s} {v['documents']}" for s, v in manifest["splits"].items())
@@ -340,7 +341,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--format", "-f", nargs="+", action="extend", required=True,
                    choices=["megatron", "hf"], help="one or more formats")  # fmt: skip
     x.add_argument("--to", metavar="URI", help="where (default <output>/export/<format>)")
-    x.add_argument("--mixture", metavar="YAML", help='train documents by weight: "{lang: {en: 1}}"')
+    x.add_argument("--mixture", metavar="YAML",
+                   help='train documents by weight: "{lang: {en: 1}}" or a YAML file')  # fmt: skip
 
 
 def add_ablate(sub: argparse._SubParsersAction) -> None:

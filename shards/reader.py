@@ -30,6 +30,12 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
         return table.read_all().select(columns)
 
 
+def read_schema(path: Path) -> pa.Schema:
+    """The schema of an Arrow IPC file (its footer only is read)."""
+    with open_file(path) as source:
+        return ipc.open_file(source).schema
+
+
 SORTED_BY = b"refinery.sorted_by"  # schema metadata of a table sorted by one uint64 column
 BATCH_FIRSTS = b"refinery.batch_firsts"  # and the first value of each of its record batches
 SORTED_ROWS = b"refinery.rows"

@@ -37,7 +37,8 @@ from tokenizers import Tokenizer
 from shards.exports import export_dir, hf_dict, hf_part, hf_split_file, megatron_file
 from shards.manifest import manifest_path, read_manifest, shard_paths, void_manifest
 from shards.mixture import draws, pick, weights_of
-from shards.reader import read_table
+from shards.reader import read_schema, read_table
+from shards.schema import AUGMENTED_FROM
 from shards.storage import location
 from shards.tokens import SPLITS, tokenizer_path, tokens_dir
 from shards.writer import atomic_path, sha256_file, write_json
@@ -93,28 +94,31 @@ def mixture_repeats(out: Path, mixture: dict[str, dict[str, float]], cfg: Tokeni
     manifest = read_manifest(out)
     values, sizes = [], []
     for path in shard_paths(out, manifest["shards"]):
-        frame = pl.from_arrow(read_table(path))
-        if column not in frame.columns:
-            raise ValueError(f"export.mixture: the shards have no column {column!r}")
+        frame = mixture_columns(path, column)
         train, _ = split_families(frame, cfg)  # type: ignore[arg-type]
-        values += (
-            frame[column].cast(pl.String).fill_null("unknown").filter(pl.Series(train)).to_list()
-        )
+        values.append(frame[column].cast(pl.String).fill_null("unknown").filter(pl.Series(train)))
         sizes.append(int(train.sum()))
-    names = list(dict.fromkeys(values))
-    index = {name: i for i, name in enumerate(names)}
-    groups = np.array([index[v] for v in values], dtype=np.int64)
+    labels = pl.concat(values) if values else pl.Series(values=[], dtype=pl.String)
+    names = labels.unique(maintain_order=True).to_list()  # groups in order of first appearance
+    groups = labels.cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int64)
     per_group = np.bincount(groups, minlength=len(names))
     counts = draws(per_group, weights_of(names, weights), len(groups))
-    chosen = [
-        pick(np.flatnonzero(groups == g), int(c), [cfg.seed, g]) for g, c in enumerate(counts)
-    ]
+    members = np.split(np.argsort(groups, kind="stable"), np.cumsum(per_group))[:-1]
+    chosen = [pick(m, int(c), [cfg.seed, g])
+              for g, (m, c) in enumerate(zip(members, counts, strict=True))]  # fmt: skip
     times = np.bincount(np.concatenate([np.zeros(0, np.int64), *chosen]), minlength=len(groups))
     summary = {name: {"weight": float(w), "documents": int(n), "drawn": int(c),
                       "passes": round(c / n, 3)}
                for name, w, n, c in zip(names, weights_of(names, weights), per_group, counts,
                                         strict=True)}  # fmt: skip
     return np.split(times, np.cumsum(sizes)[:-1]), {"by": column, "groups": summary}
+
+
+def mixture_columns(path: Path, column: str) -> pl.DataFrame:
+    """The columns of the shard at `path` that a mixture over `column` needs."""
+    if column not in read_schema(path).names:
+        raise ValueError(f"export.mixture: the shards have no column {column!r}")
+    return pl.from_arrow(read_table(path, list(dict.fromkeys(["doc_id", AUGMENTED_FROM, column]))))
 
 
 def file_entry(path: Path, root: Path) -> dict[str, Any]:

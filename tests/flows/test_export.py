@@ -130,3 +130,17 @@ def test_a_mixture_at_export_draws_train_documents_by_weight(output, tmp_path):
     assert export(output, "hf", tmp_path, mixture) == manifest
     again = export(output, "megatron", tmp_path, mixture)
     assert again["splits"]["train"]["documents"] == train.height
+
+
+def test_export_mixture_from_a_file_and_bad_ones_in_one_line(output, tmp_path, capsys):
+    (tmp_path / "mix.yaml").write_text("lang:\n  en: 1.0\n")
+    run = ["export", "--output", str(output), "--format", "hf", "--to", str(tmp_path / "x")]
+    assert main([*run, "--mixture", str(tmp_path / "mix.yaml")]) == 0
+    summary = json.loads((tmp_path / "x" / "hf" / "manifest.json").read_text())["mixture"]
+    assert summary["by"] == "lang" and summary["groups"]["en"]["weight"] == 1.0
+    capsys.readouterr()
+    for bad, says in [("{lang: 3}", "invalid config value for export.mixture.lang"),
+                      ("{genre: {news: 1}}", "the shards have no column 'genre'")]:  # fmt: skip
+        assert main([*run, "--mixture", bad]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("refinery: error:") and says in line
